@@ -1,0 +1,225 @@
+//! One track's WAV file, open for appending: every sync writes the pending bytes, rewrites the
+//! header to the new size and fdatasyncs, so the file on disk is always a playable WAV.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::wav::{self, Layout};
+use super::AudioFormat;
+
+#[derive(Debug)]
+pub struct TrackFile {
+    file: File,
+    layout: Layout,
+    /// PCM bytes on stable storage, and the header says so.
+    synced: u64,
+}
+
+/// What a crash repair found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairReport {
+    pub format: AudioFormat,
+    pub data_bytes: u64,
+    /// Bytes of a torn last block that were cut off.
+    pub truncated: u64,
+    /// Whether the header's size fields had to be rewritten.
+    pub header_fixed: bool,
+}
+
+impl TrackFile {
+    /// Creates a new, empty WAV file and makes its existence durable before it is used.
+    pub fn create(path: &Path, format: AudioFormat) -> io::Result<TrackFile> {
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        file.write_all_at(&wav::header(format, 0), 0)?;
+        file.sync_all()?;
+        if let Some(dir) = path.parent() {
+            fsync_dir(dir)?;
+        }
+        Ok(TrackFile {
+            file,
+            layout: Layout::of(format),
+            synced: 0,
+        })
+    }
+
+    /// Opens an existing track after repairing it, so a stale header can never make an append
+    /// overwrite audio. A file without a readable header is rebuilt empty in `fallback` format.
+    pub fn open(path: &Path, fallback: AudioFormat) -> io::Result<(TrackFile, RepairReport)> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let (layout, report) = repair_open_file(&file, fallback)?;
+        let track = TrackFile {
+            file,
+            layout,
+            synced: report.data_bytes,
+        };
+        Ok((track, report))
+    }
+
+    /// Repairs the file at `path` in place (creating it if it is missing) and closes it.
+    pub fn repair(path: &Path, fallback: AudioFormat) -> io::Result<RepairReport> {
+        match TrackFile::open(path, fallback) {
+            Ok((_, report)) => Ok(report),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let track = TrackFile::create(path, fallback)?;
+                Ok(RepairReport {
+                    format: fallback,
+                    data_bytes: track.synced,
+                    truncated: 0,
+                    header_fixed: true,
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    pub fn format(&self) -> AudioFormat {
+        self.layout.format
+    }
+
+    pub fn synced(&self) -> u64 {
+        self.synced
+    }
+
+    pub fn max_data_bytes(&self) -> u64 {
+        self.layout.max_data_bytes()
+    }
+
+    /// Appends `chunks` after the synced data, updates the header and fdatasyncs. On error the
+    /// synced size stays where it was: whatever reached the file past it is rewritten by the
+    /// next append or cut by the next repair.
+    pub fn append_and_sync(&mut self, chunks: &[impl AsRef<[u8]>]) -> io::Result<u64> {
+        let mut position = self.layout.data_start + self.synced;
+        for chunk in chunks {
+            let chunk = chunk.as_ref();
+            self.file.write_all_at(chunk, position)?;
+            position += chunk.len() as u64;
+        }
+        let data_bytes = position - self.layout.data_start;
+        if data_bytes != self.synced {
+            write_sizes(&self.file, &self.layout, data_bytes)?;
+        }
+        self.file.sync_data()?;
+        self.synced = data_bytes;
+        Ok(data_bytes)
+    }
+}
+
+/// Walks the chunks to the data, keeps every whole block, cuts a torn tail and rewrites the size
+/// fields if they disagree with the data. Nothing in the header's sizes is trusted.
+fn repair_open_file(file: &File, fallback: AudioFormat) -> io::Result<(Layout, RepairReport)> {
+    let file_len = file.metadata()?.len();
+    let layout = match wav::read_layout(file_len, |buf, pos| file.read_exact_at(buf, pos)) {
+        Ok(layout) => layout,
+        Err(error) if error.kind() == io::ErrorKind::InvalidData || error.kind() == io::ErrorKind::UnexpectedEof => {
+            return rebuild_empty(file, fallback, file_len);
+        }
+        Err(error) => return Err(error),
+    };
+    let on_disk = file_len.saturating_sub(layout.data_start);
+    let data_bytes = (on_disk - on_disk % layout.format.block_size()).min(layout.max_data_bytes());
+    let truncated = on_disk - data_bytes;
+    if truncated > 0 {
+        file.set_len(layout.data_start + data_bytes)?;
+    }
+    let header_fixed = read_sizes(file, &layout)? != (layout.riff_size(data_bytes), data_bytes as u32);
+    if header_fixed {
+        write_sizes(file, &layout, data_bytes)?;
+    }
+    if truncated > 0 || header_fixed {
+        file.sync_all()?;
+    }
+    let report = RepairReport {
+        format: layout.format,
+        data_bytes,
+        truncated,
+        header_fixed,
+    };
+    Ok((layout, report))
+}
+
+/// A file torn before its header was whole holds no audio: start it again.
+fn rebuild_empty(file: &File, format: AudioFormat, file_len: u64) -> io::Result<(Layout, RepairReport)> {
+    file.set_len(0)?;
+    file.write_all_at(&wav::header(format, 0), 0)?;
+    file.sync_all()?;
+    let layout = Layout::of(format);
+    let report = RepairReport {
+        format,
+        data_bytes: 0,
+        truncated: file_len,
+        header_fixed: true,
+    };
+    Ok((layout, report))
+}
+
+fn read_sizes(file: &File, layout: &Layout) -> io::Result<(u32, u32)> {
+    let mut riff = [0u8; 4];
+    let mut data = [0u8; 4];
+    file.read_exact_at(&mut riff, 4)?;
+    file.read_exact_at(&mut data, layout.data_start - 4)?;
+    Ok((u32::from_le_bytes(riff), u32::from_le_bytes(data)))
+}
+
+fn write_sizes(file: &File, layout: &Layout, data_bytes: u64) -> io::Result<()> {
+    file.write_all_at(&layout.riff_size(data_bytes).to_le_bytes(), 4)?;
+    file.write_all_at(&(data_bytes as u32).to_le_bytes(), layout.data_start - 4)
+}
+
+/// Makes a directory's entries (a file just created, one just removed) durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::SampleFormat;
+
+    fn stereo() -> AudioFormat {
+        AudioFormat::new(48_000, 2, SampleFormat::S16le).unwrap()
+    }
+
+    #[test]
+    fn appends_keep_the_header_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mic.wav");
+        let mut track = TrackFile::create(&path, stereo()).unwrap();
+        track.append_and_sync(&[vec![1u8; 400], vec![2u8; 400]]).unwrap();
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.duration(), 200);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 44 + 800);
+    }
+
+    #[test]
+    fn repair_cuts_a_torn_block_and_fixes_a_stale_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mic.wav");
+        let mut track = TrackFile::create(&path, stereo()).unwrap();
+        track.append_and_sync(&[vec![7u8; 40]]).unwrap();
+        drop(track);
+        // A crash after raw bytes reached the file but before the header was rewritten.
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all_at(&[9u8; 42], 44 + 40).unwrap();
+        let report = TrackFile::repair(&path, stereo()).unwrap();
+        assert_eq!(report.data_bytes, 80);
+        assert_eq!(report.truncated, 2);
+        assert!(report.header_fixed);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 44 + 80);
+        assert_eq!(&bytes[44 + 40..], &[9u8; 40][..]);
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.duration(), 20);
+    }
+
+    #[test]
+    fn a_file_torn_inside_its_header_is_rebuilt_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mic.wav");
+        std::fs::write(&path, b"RIFF\x24\0\0\0WAV").unwrap();
+        let report = TrackFile::repair(&path, stereo()).unwrap();
+        assert_eq!(report.data_bytes, 0);
+        assert!(hound::WavReader::open(&path).is_ok());
+    }
+}

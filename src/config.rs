@@ -1,0 +1,160 @@
+//! The server's configuration: flags and `SAFETAKE_*` variables, parsed and validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Everything the server can be told at start. Passed by value into the app; never a global.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "safetake", version, about = "A recording server for podcasts that never loses a take")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SAFETAKE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Directory for the audio files (and the SQLite database by default).
+    #[arg(long, env = "SAFETAKE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL; default: SQLite at `<data-dir>/safetake.db`.
+    #[arg(long, env = "SAFETAKE_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Silence after which an active session becomes incomplete.
+    #[arg(long, env = "SAFETAKE_SESSION_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+
+    /// How often the sweeper looks for silent sessions.
+    #[arg(long, env = "SAFETAKE_SWEEP_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
+    pub sweep_interval: Duration,
+
+    /// How often the server pings each socket.
+    #[arg(long, env = "SAFETAKE_PING_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub ping_interval: Duration,
+
+    /// Longest time received audio waits before it is fsynced and acked.
+    #[arg(long, env = "SAFETAKE_SYNC_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
+    pub sync_interval: Duration,
+
+    /// Largest binary message, the 8 offset bytes included.
+    #[arg(long, env = "SAFETAKE_MAX_FRAME_BYTES", default_value = "1048576", value_parser = parse_frame_limit)]
+    pub max_frame_bytes: usize,
+
+    /// Origins besides the server's own that may open sockets (repeatable; comma-separated in the variable).
+    #[arg(long = "allowed-origin", env = "SAFETAKE_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Token required on every API request, page and socket.
+    #[arg(long, env = "SAFETAKE_AUTH_TOKEN")]
+    pub auth_token: Option<String>,
+
+    /// Allow binding beyond loopback without `--auth-token`.
+    #[arg(long, env = "SAFETAKE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Most sockets streaming at once; more are refused with 503.
+    #[arg(long, env = "SAFETAKE_MAX_CONNECTIONS", default_value = "10000", value_parser = parse_count)]
+    pub max_connections: usize,
+}
+
+impl Config {
+    /// Checks what no single flag can: combinations. The message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(token) = &self.auth_token {
+            if token.is_empty() {
+                return Err("--auth-token: must not be empty".into());
+            }
+        }
+        if !self.bind.ip().is_loopback() && self.auth_token.is_none() && !self.allow_unauthenticated {
+            return Err(format!(
+                "--bind {}: refusing to listen beyond loopback without --auth-token \
+                 (pass --allow-unauthenticated to do it anyway)",
+                self.bind
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the flag, or SQLite inside the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => self.data_dir.join("safetake.db").to_string_lossy().into_owned(),
+        }
+    }
+
+    /// A configuration with every default, for tests and tools.
+    pub fn with_data_dir(data_dir: PathBuf) -> Config {
+        let mut config = Config::parse_from(["safetake"]);
+        config.data_dir = data_dir;
+        config
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || digits.len() > 12 {
+        return Err(format!("`{text}` is not a duration such as 500ms, 30s or 5m"));
+    }
+    let value: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration"))?;
+    let millis = match unit {
+        "ms" => value,
+        "" | "s" => value * 1000,
+        "m" => value * 60_000,
+        "h" => value * 3_600_000,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_millis(millis))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be more than zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a plain count")),
+    }
+}
+
+fn parse_frame_limit(text: &str) -> Result<usize, String> {
+    let limit = parse_count(text)?;
+    if !(16..=64 * 1024 * 1024).contains(&limit) {
+        return Err("must be between 16 and 67108864 bytes".into());
+    }
+    Ok(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_the_contract_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn binding_beyond_loopback_needs_a_token() {
+        let mut config = Config::with_data_dir("/tmp/x".into());
+        config.bind = "0.0.0.0:8080".parse().unwrap();
+        assert!(config.validate().unwrap_err().contains("--bind"));
+        config.allow_unauthenticated = true;
+        assert!(config.validate().is_ok());
+    }
+}

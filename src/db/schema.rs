@@ -1,0 +1,37 @@
+// The one schema for every backend; kept by hand in step with migrations/.
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        title -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        last_heartbeat -> Timestamp,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    tracks (session_id, name) {
+        session_id -> Text,
+        name -> Text,
+        sample_rate -> Integer,
+        channels -> Integer,
+        format -> Text,
+        data_bytes -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    segments (session_id, track_name, seq) {
+        session_id -> Text,
+        track_name -> Text,
+        seq -> Integer,
+        start_offset -> BigInt,
+        started_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(tracks -> sessions (session_id));
+diesel::allow_tables_to_appear_in_same_query!(sessions, tracks, segments);

@@ -1,0 +1,137 @@
+//! The one API error type: each variant is a contract error code with its HTTP status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    InvalidTitle(String),
+    #[error("{0}")]
+    InvalidStatus(String),
+    #[error("{0}")]
+    InvalidPage(String),
+    #[error("{0}")]
+    InvalidTimeout(String),
+    #[error("{0}")]
+    NotActive(String),
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("{0}")]
+    SessionActive(String),
+    #[error("{0}")]
+    SessionCompleted(String),
+    #[error("{0}")]
+    InvalidTrack(String),
+    #[error("{0}")]
+    InvalidFormat(String),
+    #[error("{0}")]
+    FormatMismatch(String),
+    #[error("{0}")]
+    TooManyTracks(String),
+    #[error("{0}")]
+    ForbiddenOrigin(String),
+    #[error("{0}")]
+    TooManyConnections(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    #[error("the database is unavailable: {0}")]
+    Database(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "not_found",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidTitle(_) => "invalid_title",
+            ApiError::InvalidStatus(_) => "invalid_status",
+            ApiError::InvalidPage(_) => "invalid_page",
+            ApiError::InvalidTimeout(_) => "invalid_timeout",
+            ApiError::NotActive(_) => "not_active",
+            ApiError::InvalidTransition(_) => "invalid_transition",
+            ApiError::SessionActive(_) => "session_active",
+            ApiError::SessionCompleted(_) => "session_completed",
+            ApiError::InvalidTrack(_) => "invalid_track",
+            ApiError::InvalidFormat(_) => "invalid_format",
+            ApiError::FormatMismatch(_) => "format_mismatch",
+            ApiError::TooManyTracks(_) => "too_many_tracks",
+            ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::TooManyConnections(_) => "too_many_connections",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::RangeNotSatisfiable(_) => "range_not_satisfiable",
+            ApiError::Database(_) => "database_unavailable",
+            ApiError::Storage(_) => "storage_failed",
+        }
+    }
+
+    pub fn session_not_found() -> ApiError {
+        ApiError::NotFound("no session with that id".into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidBody(_)
+            | ApiError::InvalidTitle(_)
+            | ApiError::InvalidStatus(_)
+            | ApiError::InvalidPage(_)
+            | ApiError::InvalidTimeout(_)
+            | ApiError::NotActive(_)
+            | ApiError::InvalidTrack(_)
+            | ApiError::InvalidFormat(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidTransition(_)
+            | ApiError::SessionActive(_)
+            | ApiError::SessionCompleted(_)
+            | ApiError::FormatMismatch(_)
+            | ApiError::TooManyTracks(_) => StatusCode::CONFLICT,
+            ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::TooManyConnections(_) | ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({
+            "error": self.code(),
+            "message": self.to_string(),
+        }))
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(error: diesel::result::Error) -> Self {
+        tracing::error!(%error, "database query failed");
+        ApiError::Database(error.to_string())
+    }
+}
+
+impl From<r2d2_error::PoolError> for ApiError {
+    fn from(error: r2d2_error::PoolError) -> Self {
+        tracing::error!(%error, "no database connection");
+        ApiError::Database(error.to_string())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(_: actix_web::error::BlockingError) -> Self {
+        ApiError::Database("the blocking thread pool is gone".into())
+    }
+}
+
+mod r2d2_error {
+    pub type PoolError = diesel::r2d2::PoolError;
+}

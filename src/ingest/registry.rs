@@ -1,0 +1,260 @@
+//! The registry of live tracks: which writer owns each track, each session's latest heartbeat
+//! (kept in memory and written in batches), and how many sockets are open.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::writer::{self, Control, SocketLink, SocketMsg, TrackShared, WriterHandle, WriterSetup};
+use crate::audio::AudioFormat;
+use crate::db::DbPool;
+use crate::domain::{self, SessionId, TrackName};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TrackKey {
+    pub session: SessionId,
+    pub track: TrackName,
+}
+
+#[derive(Default)]
+struct SessionEntry {
+    /// Milliseconds since the epoch of the last frame any of its sockets sent.
+    heartbeat_ms: Arc<AtomicI64>,
+    flushed_ms: i64,
+    tracks: HashMap<TrackName, WriterHandle>,
+}
+
+pub struct Registry {
+    sessions: Mutex<HashMap<SessionId, SessionEntry>>,
+    pool: DbPool,
+    data_dir: PathBuf,
+    sync_interval: Duration,
+    max_connections: usize,
+    connections: AtomicUsize,
+    next_socket_id: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+/// One open socket's place under `--max-connections`; given back when dropped.
+pub struct ConnectionPermit(Arc<Registry>);
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a socket holds once attached.
+pub struct Attachment {
+    pub writer: WriterHandle,
+    pub heartbeat_ms: Arc<AtomicI64>,
+    pub ready_offset: u64,
+}
+
+impl Registry {
+    pub fn new(pool: DbPool, data_dir: PathBuf, sync_interval: Duration, max_connections: usize) -> Arc<Registry> {
+        Arc::new(Registry {
+            sessions: Mutex::new(HashMap::new()),
+            pool,
+            data_dir,
+            sync_interval,
+            max_connections,
+            connections: AtomicUsize::new(0),
+            next_socket_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, SessionEntry>> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn session_dir(&self, session: &SessionId) -> PathBuf {
+        self.data_dir.join("sessions").join(session.as_str())
+    }
+
+    pub fn track_path(&self, session: &SessionId, track: &TrackName) -> PathBuf {
+        self.session_dir(session).join(format!("{track}.wav"))
+    }
+
+    /// The file path relative to the data directory, as the API shows it.
+    pub fn relative_track_path(session: &SessionId, track: &TrackName) -> String {
+        format!("sessions/{session}/{track}.wav")
+    }
+
+    pub fn try_reserve_connection(self: &Arc<Self>) -> Option<ConnectionPermit> {
+        let taken = self.connections.fetch_add(1, Ordering::AcqRel);
+        let permit = ConnectionPermit(self.clone());
+        (taken < self.max_connections && !self.is_shutting_down()).then_some(permit)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    pub fn next_socket_id(&self) -> u64 {
+        self.next_socket_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Hands the track to a new socket: the writer (started if need be) drains what the old
+    /// socket sent, closes it with 4001 and answers with the synced offset.
+    pub async fn attach(self: &Arc<Self>, key: TrackKey, format: AudioFormat, link: SocketLink) -> std::io::Result<Attachment> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let (writer, heartbeat_ms) = {
+            let mut sessions = self.lock();
+            let entry = sessions.entry(key.session.clone()).or_default();
+            entry.heartbeat_ms.fetch_max(now_ms(), Ordering::AcqRel);
+            let writer = entry
+                .tracks
+                .entry(key.track.clone())
+                .or_insert_with(|| {
+                    let setup = WriterSetup {
+                        path: self.track_path(&key.session, &key.track),
+                        key: key.clone(),
+                        format,
+                        pool: self.pool.clone(),
+                        sync_interval: self.sync_interval,
+                    };
+                    writer::spawn(setup, self.clone())
+                })
+                .clone();
+            // Sent under the lock, so a writer deciding to stop sees it waiting.
+            writer
+                .control_tx
+                .send(Control::Attach { link, reply: reply_tx })
+                .map_err(|_| std::io::Error::other("the track's writer stopped"))?;
+            (writer, entry.heartbeat_ms.clone())
+        };
+        let ready_offset = reply_rx
+            .await
+            .map_err(|_| std::io::Error::other("the track's writer stopped"))??;
+        Ok(Attachment {
+            writer,
+            heartbeat_ms,
+            ready_offset,
+        })
+    }
+
+    /// Forgets a writer that failed or stopped (only if it is still the registered one).
+    pub fn remove_writer(&self, key: &TrackKey, shared: &Arc<TrackShared>) {
+        let mut sessions = self.lock();
+        if let Some(entry) = sessions.get_mut(&key.session) {
+            if entry.tracks.get(&key.track).is_some_and(|w| Arc::ptr_eq(&w.shared, shared)) {
+                entry.tracks.remove(&key.track);
+            }
+        }
+    }
+
+    /// A writer with no socket stops only if nothing waits in its channels, checked under the
+    /// lock that every attach sends under: no attach can be lost between the check and the stop.
+    pub fn remove_writer_if_idle(
+        &self,
+        key: &TrackKey,
+        shared: &Arc<TrackShared>,
+        socket_rx: &mpsc::Receiver<SocketMsg>,
+        control_rx: &mpsc::UnboundedReceiver<Control>,
+    ) -> bool {
+        let mut sessions = self.lock();
+        if !socket_rx.is_empty() || !control_rx.is_empty() {
+            return false;
+        }
+        if let Some(entry) = sessions.get_mut(&key.session) {
+            if entry.tracks.get(&key.track).is_some_and(|w| Arc::ptr_eq(&w.shared, shared)) {
+                entry.tracks.remove(&key.track);
+            }
+        }
+        true
+    }
+
+    /// The live state of a track, if a writer holds it.
+    pub fn live_track(&self, session: &SessionId, track: &str) -> Option<Arc<TrackShared>> {
+        let sessions = self.lock();
+        let entry = sessions.get(session)?;
+        entry
+            .tracks
+            .iter()
+            .find(|(name, _)| name.as_str() == track)
+            .map(|(_, writer)| writer.shared.clone())
+    }
+
+    /// The latest heartbeat heard in memory for a session.
+    pub fn heartbeat(&self, session: &SessionId) -> Option<NaiveDateTime> {
+        let sessions = self.lock();
+        let millis = sessions.get(session)?.heartbeat_ms.load(Ordering::Acquire);
+        (millis > 0).then(|| domain::from_millis(millis))
+    }
+
+    /// Heartbeats newer than the database's, for one batched write.
+    pub fn unflushed_heartbeats(&self) -> Vec<(SessionId, i64)> {
+        let sessions = self.lock();
+        sessions
+            .iter()
+            .filter_map(|(id, entry)| {
+                let beat = entry.heartbeat_ms.load(Ordering::Acquire);
+                (beat > entry.flushed_ms).then(|| (id.clone(), beat))
+            })
+            .collect()
+    }
+
+    /// After a batch reached the database: remember it, and forget sessions with nothing live.
+    pub fn mark_flushed(&self, flushed: &[(SessionId, i64)]) {
+        let mut sessions = self.lock();
+        for (id, beat) in flushed {
+            if let Some(entry) = sessions.get_mut(id) {
+                entry.flushed_ms = entry.flushed_ms.max(*beat);
+            }
+        }
+        sessions.retain(|_, entry| {
+            !entry.tracks.is_empty() || entry.heartbeat_ms.load(Ordering::Acquire) > entry.flushed_ms
+        });
+    }
+
+    /// Syncs and finalizes every live track of a session and closes its sockets with `code`.
+    pub async fn close_session(&self, session: &SessionId, code: u16) {
+        let writers: Vec<WriterHandle> = {
+            let sessions = self.lock();
+            sessions
+                .get(session)
+                .map(|entry| entry.tracks.values().cloned().collect())
+                .unwrap_or_default()
+        };
+        close_writers(writers, code).await;
+    }
+
+    /// Shutdown: refuse new sockets, then sync, finalize and close every track with 1001.
+    pub async fn close_all(&self, code: u16) {
+        self.shutting_down.store(true, Ordering::Release);
+        let writers: Vec<WriterHandle> = {
+            let sessions = self.lock();
+            sessions.values().flat_map(|entry| entry.tracks.values().cloned()).collect()
+        };
+        close_writers(writers, code).await;
+    }
+}
+
+async fn close_writers(writers: Vec<WriterHandle>, code: u16) {
+    let replies: Vec<_> = writers
+        .into_iter()
+        .filter_map(|writer| {
+            let (reply, done) = oneshot::channel();
+            writer.control_tx.send(Control::Close { code, reply }).ok().map(|_| done)
+        })
+        .collect();
+    for done in replies {
+        let _ = done.await;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,480 @@
+//! The track writer: one task per live track owns its file. Sockets send it frames; it appends
+//! them to a buffer, and at least every sync interval hands the buffer to a blocking thread that
+//! writes, rewrites the header and fdatasyncs; only then does it ack. One sync at a time per
+//! track, so bytes reach the file in order and the header never runs ahead of the data.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use super::frame::Frame;
+use super::registry::{Registry, TrackKey};
+use crate::audio::{AudioFormat, TrackFile};
+use crate::db::{self, DbPool};
+use crate::domain;
+
+pub type SocketId = u64;
+
+/// Close codes the writer asks a socket to close with.
+pub mod close {
+    pub const FINISHED: u16 = 1000;
+    pub const SHUTDOWN: u16 = 1001;
+    pub const STORAGE_FAILED: u16 = 1011;
+    pub const REPLACED: u16 = 4001;
+    pub const GAP: u16 = 4009;
+    pub const TIMED_OUT: u16 = 4408;
+    pub const TRACK_FULL: u16 = 4413;
+}
+
+/// Past this much buffered audio a sync starts before the interval is up, bounding memory.
+const EARLY_SYNC_BYTES: usize = 256 * 1024;
+
+/// What a writer tells its socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    Ack(u64),
+    /// Send `{"type":"error",...}`, then close with `close`.
+    Error {
+        code: &'static str,
+        message: String,
+        expected_offset: Option<u64>,
+        close: u16,
+    },
+    /// Send `{"type":"finished"}`; a `Close(1000)` follows.
+    Finished,
+    Close(u16),
+}
+
+/// The writer's way back to one socket.
+#[derive(Debug, Clone)]
+pub struct SocketLink {
+    pub id: SocketId,
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+}
+
+/// Messages a socket sends, in the order it received them.
+#[derive(Debug)]
+pub enum SocketMsg {
+    Frame { socket: SocketId, frame: Frame },
+    Flush { socket: SocketId },
+    Detach { socket: SocketId },
+}
+
+/// Messages from the rest of the server.
+#[derive(Debug)]
+pub enum Control {
+    /// A socket takes the track over; the reply is `ready.offset`, synced.
+    Attach {
+        link: SocketLink,
+        reply: oneshot::Sender<io::Result<u64>>,
+    },
+    /// Sync, close the socket with `code` and report the synced size.
+    Close { code: u16, reply: oneshot::Sender<u64> },
+}
+
+/// What others may read of a live track without asking its writer.
+#[derive(Debug, Default)]
+pub struct TrackShared {
+    /// The offset the next frame must carry.
+    pub written: AtomicU64,
+    /// Bytes on stable storage with a header to match.
+    pub synced: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+/// The senders to one writer, kept in the registry.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    pub socket_tx: mpsc::Sender<SocketMsg>,
+    pub control_tx: mpsc::UnboundedSender<Control>,
+    pub shared: Arc<TrackShared>,
+}
+
+pub struct WriterSetup {
+    pub key: TrackKey,
+    pub path: PathBuf,
+    pub format: AudioFormat,
+    pub pool: DbPool,
+    pub sync_interval: Duration,
+}
+
+type SyncJob = JoinHandle<(TrackFile, Vec<u8>, io::Result<u64>)>;
+
+struct Writer {
+    setup: WriterSetup,
+    shared: Arc<TrackShared>,
+    /// `None` only while a sync job holds it.
+    file: Option<TrackFile>,
+    job: Option<SyncJob>,
+    pending: Vec<u8>,
+    spare: Vec<u8>,
+    written: u64,
+    synced: u64,
+    max_data: u64,
+    current: Option<SocketLink>,
+    /// For each flush not yet answered, the offset its ack must cover.
+    flush_targets: VecDeque<u64>,
+}
+
+/// Starts a writer task; it opens (and repairs) the file before it takes any message.
+pub fn spawn(setup: WriterSetup, registry: Arc<Registry>) -> WriterHandle {
+    let (socket_tx, socket_rx) = mpsc::channel(64);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(TrackShared::default());
+    let handle = WriterHandle {
+        socket_tx,
+        control_tx,
+        shared: shared.clone(),
+    };
+    tokio::spawn(run(setup, shared, registry, socket_rx, control_rx));
+    handle
+}
+
+async fn run(
+    setup: WriterSetup,
+    shared: Arc<TrackShared>,
+    registry: Arc<Registry>,
+    mut socket_rx: mpsc::Receiver<SocketMsg>,
+    mut control_rx: mpsc::UnboundedReceiver<Control>,
+) {
+    let key = setup.key.clone();
+    let mut writer = match Writer::open(setup, shared.clone()).await {
+        Ok(writer) => writer,
+        Err(error) => {
+            tracing::error!(session = %key.session, track = %key.track, %error, "cannot open track file");
+            registry.remove_writer(&key, &shared);
+            refuse_attaches(&mut control_rx, &error);
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(writer.setup.sync_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let step = tokio::select! {
+            biased;
+            control = control_rx.recv() => match control {
+                Some(control) => writer.on_control(control).await,
+                None => break,
+            },
+            done = wait_job(&mut writer.job) => {
+                writer.job = None;
+                writer.on_job_done(done)
+            }
+            msg = socket_rx.recv() => match msg {
+                Some(msg) => writer.on_socket(msg).await,
+                None => break,
+            },
+            _ = tick.tick() => writer.on_tick(),
+        };
+        if let Err(error) = step {
+            writer.fail(error);
+            registry.remove_writer(&key, &shared);
+            refuse_attaches(&mut control_rx, &io::Error::other("the track's writer failed"));
+            return;
+        }
+        if writer.is_idle() && registry.remove_writer_if_idle(&key, &shared, &socket_rx, &control_rx) {
+            break;
+        }
+    }
+    writer.shared.connected.store(false, Ordering::Release);
+    tracing::debug!(session = %key.session, track = %key.track, "writer stopped");
+}
+
+async fn wait_job(job: &mut Option<SyncJob>) -> Result<(TrackFile, Vec<u8>, io::Result<u64>), tokio::task::JoinError> {
+    match job {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn refuse_attaches(control_rx: &mut mpsc::UnboundedReceiver<Control>, error: &io::Error) {
+    control_rx.close();
+    while let Ok(control) = control_rx.try_recv() {
+        match control {
+            Control::Attach { reply, .. } => drop(reply.send(Err(io::Error::new(error.kind(), error.to_string())))),
+            Control::Close { reply, .. } => drop(reply.send(0)),
+        }
+    }
+}
+
+impl Writer {
+    async fn open(setup: WriterSetup, shared: Arc<TrackShared>) -> io::Result<Writer> {
+        let path = setup.path.clone();
+        let format = setup.format;
+        let file = tokio::task::spawn_blocking(move || open_track(&path, format))
+            .await
+            .map_err(io::Error::other)??;
+        let synced = file.synced();
+        shared.written.store(synced, Ordering::Release);
+        shared.synced.store(synced, Ordering::Release);
+        Ok(Writer {
+            max_data: file.max_data_bytes(),
+            setup,
+            shared,
+            file: Some(file),
+            job: None,
+            pending: Vec::new(),
+            spare: Vec::new(),
+            written: synced,
+            synced,
+            current: None,
+            flush_targets: VecDeque::new(),
+        })
+    }
+
+    fn is_idle(&self) -> bool {
+        self.current.is_none() && self.job.is_none() && self.pending.is_empty()
+    }
+
+    async fn on_control(&mut self, control: Control) -> io::Result<()> {
+        match control {
+            Control::Attach { link, reply } => {
+                if let Err(error) = self.drain().await {
+                    let _ = reply.send(Err(io::Error::new(error.kind(), error.to_string())));
+                    return Err(error);
+                }
+                if let Some(old) = self.current.take() {
+                    let _ = old.outbound.send(Outbound::Close(close::REPLACED));
+                }
+                self.flush_targets.clear();
+                self.current = Some(link);
+                self.shared.connected.store(true, Ordering::Release);
+                self.record_segment().await;
+                let _ = reply.send(Ok(self.synced));
+            }
+            Control::Close { code, reply } => {
+                let drained = self.drain().await;
+                if let Some(link) = self.current.take() {
+                    if code == close::FINISHED {
+                        let _ = link.outbound.send(Outbound::Finished);
+                    }
+                    let _ = link.outbound.send(Outbound::Close(code));
+                }
+                self.shared.connected.store(false, Ordering::Release);
+                self.persist_size().await;
+                let _ = reply.send(self.synced);
+                drained?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_socket(&mut self, msg: SocketMsg) -> io::Result<()> {
+        match msg {
+            SocketMsg::Frame { socket, frame } if self.is_current(socket) => self.on_frame(frame).await?,
+            SocketMsg::Flush { socket } if self.is_current(socket) => self.on_flush(),
+            SocketMsg::Detach { socket } if self.is_current(socket) => {
+                self.current = None;
+                self.shared.connected.store(false, Ordering::Release);
+                self.drain().await?;
+                self.persist_size().await;
+            }
+            // A socket that was replaced or told to close: what it still sends is moot.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn is_current(&self, socket: SocketId) -> bool {
+        self.current.as_ref().is_some_and(|link| link.id == socket)
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> io::Result<()> {
+        let stored = self.written;
+        if frame.offset > stored {
+            self.close_current(Outbound::Error {
+                code: "gap",
+                message: format!("frame at offset {} but the track holds {stored} bytes", frame.offset),
+                expected_offset: Some(stored),
+                close: close::GAP,
+            });
+            return Ok(());
+        }
+        // A resend may overlap what is stored: only the bytes past it are new.
+        let overlap = stored - frame.offset;
+        let Some(fresh) = frame.payload.get(overlap as usize..).filter(|fresh| !fresh.is_empty()) else {
+            return Ok(());
+        };
+        if stored + fresh.len() as u64 > self.max_data {
+            self.close_current(Outbound::Error {
+                code: "track_full",
+                message: "a WAV file holds at most 4 GiB: continue in a new track".into(),
+                expected_offset: None,
+                close: close::TRACK_FULL,
+            });
+            return Ok(());
+        }
+        self.pending.extend_from_slice(fresh);
+        self.written += fresh.len() as u64;
+        self.shared.written.store(self.written, Ordering::Release);
+        if self.pending.len() >= EARLY_SYNC_BYTES {
+            // Backpressure: never hold more than one sync's worth while another is running.
+            if self.job.is_some() {
+                let done = wait_job(&mut self.job).await;
+                self.job = None;
+                self.on_job_done(done)?;
+            }
+            if self.job.is_none() && !self.pending.is_empty() {
+                self.start_sync();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_flush(&mut self) {
+        if self.written == self.synced {
+            self.send(Outbound::Ack(self.synced));
+            return;
+        }
+        self.flush_targets.push_back(self.written);
+        if self.job.is_none() {
+            self.start_sync();
+        }
+    }
+
+    fn on_tick(&mut self) -> io::Result<()> {
+        if self.job.is_none() && !self.pending.is_empty() {
+            self.start_sync();
+        }
+        Ok(())
+    }
+
+    fn start_sync(&mut self) {
+        let Some(mut file) = self.file.take() else {
+            return;
+        };
+        let next_buffer = std::mem::take(&mut self.spare);
+        let mut buffer = std::mem::replace(&mut self.pending, next_buffer);
+        self.job = Some(tokio::task::spawn_blocking(move || {
+            let result = file.append_and_sync(&[&buffer]);
+            buffer.clear();
+            (file, buffer, result)
+        }));
+    }
+
+    fn on_job_done(&mut self, done: Result<(TrackFile, Vec<u8>, io::Result<u64>), tokio::task::JoinError>) -> io::Result<()> {
+        let (file, buffer, result) = done.map_err(io::Error::other)?;
+        self.file = Some(file);
+        self.spare = buffer;
+        self.synced = result?;
+        self.shared.synced.store(self.synced, Ordering::Release);
+        self.ack_synced();
+        if !self.flush_targets.is_empty() && !self.pending.is_empty() {
+            self.start_sync();
+        }
+        Ok(())
+    }
+
+    /// One ack per flush this sync answered, or one for the sync itself.
+    fn ack_synced(&mut self) {
+        let mut acks = 0;
+        while self.flush_targets.front().is_some_and(|&target| target <= self.synced) {
+            self.flush_targets.pop_front();
+            acks += 1;
+        }
+        for _ in 0..acks.max(1) {
+            self.send(Outbound::Ack(self.synced));
+        }
+    }
+
+    /// Waits for the running sync and syncs whatever is left: afterwards all written is synced.
+    async fn drain(&mut self) -> io::Result<()> {
+        loop {
+            if self.job.is_some() {
+                let done = wait_job(&mut self.job).await;
+                self.job = None;
+                self.on_job_done(done)?;
+            } else if !self.pending.is_empty() {
+                self.start_sync();
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    fn send(&self, outbound: Outbound) {
+        if let Some(link) = &self.current {
+            let _ = link.outbound.send(outbound);
+        }
+    }
+
+    /// Tells the socket why it must go, and stops listening to it.
+    fn close_current(&mut self, outbound: Outbound) {
+        self.send(outbound);
+        self.current = None;
+        self.shared.connected.store(false, Ordering::Release);
+    }
+
+    /// Storage failed: the socket hears 1011; unsynced audio is dropped (the client still holds
+    /// it, since it was never acked) and the file is left for the next writer's repair.
+    fn fail(&mut self, error: io::Error) {
+        tracing::error!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "storage failed");
+        self.close_current(Outbound::Error {
+            code: "storage_failed",
+            message: format!("the server could not store audio: {error}"),
+            expected_offset: None,
+            close: close::STORAGE_FAILED,
+        });
+        self.pending.clear();
+        self.shared.written.store(self.synced, Ordering::Release);
+    }
+
+    async fn record_segment(&self) {
+        let pool = self.setup.pool.clone();
+        let key = self.setup.key.clone();
+        let offset = self.synced;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            db::tracks::add_segment(&mut conn, key.session.as_str(), key.track.as_str(), offset, domain::now())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {
+            tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "segment not recorded");
+        }
+    }
+
+    /// The database's `data_bytes` follows the file at each detach and close (never per frame).
+    async fn persist_size(&self) {
+        let pool = self.setup.pool.clone();
+        let key = self.setup.key.clone();
+        let synced = self.synced;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            db::tracks::set_data_bytes(&mut conn, key.session.as_str(), key.track.as_str(), synced)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {
+            tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "track size not saved; the file stays the truth");
+        }
+    }
+}
+
+fn open_track(path: &std::path::Path, format: AudioFormat) -> io::Result<TrackFile> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                crate::audio::fsync_dir(parent)?;
+            }
+        }
+    }
+    match TrackFile::open(path, format) {
+        Ok((file, report)) => {
+            if report.truncated > 0 || report.header_fixed {
+                tracing::info!(path = %path.display(), data_bytes = report.data_bytes, truncated = report.truncated, "repaired track on open");
+            }
+            Ok(file)
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => TrackFile::create(path, format),
+        Err(error) => Err(error),
+    }
+}

@@ -1,0 +1,158 @@
+//! Session transitions shared by the REST API, the sockets and the sweeper: the database says
+//! whether a transition happens, then the live tracks are told.
+
+use crate::db::models::{SessionRow, TrackRow};
+use crate::db::sessions::Refusal;
+use crate::db::{self};
+use crate::domain::{self, SessionId, SessionStatus};
+use crate::error::ApiError;
+use crate::ingest::close;
+use crate::state::AppState;
+use crate::views::{self, SessionDetail, SessionView};
+
+pub const MAX_TITLE_CHARS: usize = 200;
+
+pub async fn create(state: &AppState, title: Option<String>) -> Result<SessionRow, ApiError> {
+    let now = domain::now();
+    let title = title.unwrap_or_else(|| default_title(now));
+    let row = SessionRow {
+        id: SessionId::new_random().to_string(),
+        title,
+        status: SessionStatus::Active.as_str().into(),
+        created_at: now,
+        last_heartbeat: now,
+        completed_at: None,
+    };
+    let stored = row.clone();
+    state.db(move |conn| db::sessions::insert(conn, &stored)).await?;
+    tracing::info!(session = %row.id, "session created (active)");
+    Ok(row)
+}
+
+/// A readable default, such as "Recording 2026-11-25 16:37 UTC".
+fn default_title(now: chrono::NaiveDateTime) -> String {
+    format!("Recording {} UTC", now.format("%Y-%m-%d %H:%M"))
+}
+
+pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, ApiError> {
+    let key = id.to_string();
+    let registry = state.registry.clone();
+    let session_id = id.clone();
+    let found = state
+        .db(move |conn| {
+            let Some(row) = db::sessions::find(conn, &key)? else {
+                return Ok(None);
+            };
+            let tracks = db::tracks::for_session(conn, &key)?;
+            let segments = db::tracks::segments_for_session(conn, &key)?;
+            Ok(Some((row, tracks, segments)))
+        })
+        .await?;
+    let (row, tracks, segments) = found.ok_or_else(ApiError::session_not_found)?;
+    let sizes = file_sizes(&registry, &session_id, &tracks).await;
+    let tracks = tracks
+        .iter()
+        .zip(sizes)
+        .map(|(track, size)| {
+            let live = registry.live_track(&session_id, &track.name);
+            views::track_view(track, &segments, size, live.as_deref())
+        })
+        .collect();
+    Ok(SessionDetail {
+        session: views::session_view(&row, registry.heartbeat(&session_id)),
+        tracks,
+    })
+}
+
+async fn file_sizes(
+    registry: &std::sync::Arc<crate::ingest::Registry>,
+    session: &SessionId,
+    tracks: &[TrackRow],
+) -> Vec<Option<u64>> {
+    let paths: Vec<_> = tracks
+        .iter()
+        .map(|track| registry.session_dir(session).join(format!("{}.wav", track.name)))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        paths
+            .iter()
+            .map(|path| std::fs::metadata(path).ok().map(|m| m.len()))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+pub fn view(state: &AppState, row: &SessionRow) -> SessionView {
+    let live = SessionId::parse(&row.id).and_then(|id| state.registry.heartbeat(&id));
+    views::session_view(row, live)
+}
+
+pub async fn keepalive(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
+    let key = id.to_string();
+    let now = domain::now();
+    let row = state
+        .db(move |conn| {
+            db::sessions::touch_heartbeat(conn, &key, now)?;
+            db::sessions::find(conn, &key)
+        })
+        .await?
+        .ok_or_else(ApiError::session_not_found)?;
+    if row.status != SessionStatus::Active.as_str() {
+        return Err(ApiError::NotActive(format!("the session is {}, not active", row.status)));
+    }
+    Ok(row)
+}
+
+pub async fn resume(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
+    let key = id.to_string();
+    let now = domain::now();
+    let outcome = state.db(move |conn| db::sessions::resume(conn, &key, now)).await?;
+    let row = refused_as_error(outcome)?;
+    tracing::info!(session = %id, "session resumed (active)");
+    Ok(row)
+}
+
+/// Finishes a session: completed in the database first (so no socket can attach any more),
+/// then every live track synced, finalized and its socket closed with 1000.
+pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
+    let key = id.to_string();
+    let now = domain::now();
+    let outcome = state.db(move |conn| db::sessions::finish(conn, &key, now)).await?;
+    let row = refused_as_error(outcome)?;
+    state.registry.close_session(id, close::FINISHED).await;
+    tracing::info!(session = %id, "session finished (completed)");
+    Ok(row)
+}
+
+pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
+    let key = id.to_string();
+    match state.db(move |conn| db::sessions::delete(conn, &key)).await? {
+        Ok(()) => {}
+        Err(Refusal::NotFound) => return Err(ApiError::session_not_found()),
+        Err(Refusal::WrongStatus(_)) => {
+            return Err(ApiError::SessionActive("an active session cannot be deleted; finish it first".into()))
+        }
+    }
+    state.registry.close_session(id, close::FINISHED).await;
+    let dir = state.registry.session_dir(id);
+    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    })
+    .await;
+    if let Ok(Err(error)) = removed {
+        tracing::warn!(session = %id, %error, "session deleted but its files were not all removed");
+    }
+    tracing::info!(session = %id, "session deleted");
+    Ok(())
+}
+
+fn refused_as_error(outcome: Result<SessionRow, Refusal>) -> Result<SessionRow, ApiError> {
+    outcome.map_err(|refusal| match refusal {
+        Refusal::NotFound => ApiError::session_not_found(),
+        Refusal::WrongStatus(status) => {
+            ApiError::InvalidTransition(format!("the session is {}", status.as_str()))
+        }
+    })
+}

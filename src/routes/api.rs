@@ -1,0 +1,178 @@
+//! The REST API of the contract. Handlers decode and validate, call `lifecycle`, and answer;
+//! they never touch an audio file themselves except to stream a snapshot of one.
+
+use actix_web::web::{self, Bytes, ServiceConfig};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::download;
+use crate::db;
+use crate::domain::{SessionId, SessionStatus};
+use crate::error::ApiError;
+use crate::lifecycle::{self, MAX_TITLE_CHARS};
+use crate::state::AppState;
+use crate::sweeper;
+
+const DEFAULT_PAGE: u64 = 100;
+const MAX_PAGE: u64 = 1000;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/api/sessions", web::post().to(create_session))
+        .route("/api/sessions", web::get().to(list_sessions))
+        .route("/api/session/check-timeouts", web::post().to(check_timeouts))
+        .route("/api/session/{id}", web::get().to(get_session))
+        .route("/api/session/{id}", web::delete().to(delete_session))
+        .route("/api/session/{id}/keepalive", web::post().to(keepalive))
+        .route("/api/session/{id}/resume", web::post().to(resume))
+        .route("/api/session/{id}/finish", web::post().to(finish))
+        .route("/api/session/{id}/tracks/{file}", web::get().to(download::track_wav));
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match state.db(db::ping).await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok"})),
+        Err(error) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "error": error.code(),
+            "message": error.to_string(),
+        })),
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    title: Option<String>,
+}
+
+async fn create_session(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let body: Option<CreateBody> = optional_json(&body)?;
+    let title = body.and_then(|body| body.title);
+    if let Some(title) = &title {
+        if title.chars().count() > MAX_TITLE_CHARS {
+            return Err(ApiError::InvalidTitle(format!("a title holds at most {MAX_TITLE_CHARS} characters")));
+        }
+    }
+    let row = lifecycle::create(&state, title).await?;
+    Ok(HttpResponse::Created().json(lifecycle::view(&state, &row)))
+}
+
+async fn list_sessions(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = ListQuery::parse(req.query_string())?;
+    let (rows, total) = state
+        .db(move |conn| db::sessions::list(conn, query.status, query.limit as i64, query.offset as i64))
+        .await?;
+    let sessions: Vec<_> = rows.iter().map(|row| lifecycle::view(&state, row)).collect();
+    Ok(HttpResponse::Ok().json(json!({"sessions": sessions, "total": total})))
+}
+
+struct ListQuery {
+    status: Option<SessionStatus>,
+    limit: u64,
+    offset: u64,
+}
+
+impl ListQuery {
+    fn parse(query: &str) -> Result<ListQuery, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|_| ApiError::InvalidPage("the query string is not valid".into()))?;
+        let mut parsed = ListQuery {
+            status: None,
+            limit: DEFAULT_PAGE,
+            offset: 0,
+        };
+        for (name, value) in pairs {
+            match name.as_str() {
+                "status" => {
+                    parsed.status = Some(value.parse().map_err(|_| {
+                        ApiError::InvalidStatus("status is one of active, incomplete, completed".into())
+                    })?)
+                }
+                "limit" => parsed.limit = page_number("limit", &value, MAX_PAGE)?,
+                "offset" => parsed.offset = page_number("offset", &value, i64::MAX as u64)?,
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn page_number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
+    parse_plain_number(value)
+        .filter(|n| *n <= max)
+        .ok_or_else(|| ApiError::InvalidPage(format!("{name} is a whole number from 0 to {max}")))
+}
+
+/// A non-negative integer written as plain digits: no sign, no fraction, no overflow.
+pub fn parse_plain_number(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+async fn get_session(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = session_id(&path)?;
+    Ok(HttpResponse::Ok().json(lifecycle::detail(&state, &id).await?))
+}
+
+async fn keepalive(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = session_id(&path)?;
+    let row = lifecycle::keepalive(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(lifecycle::view(&state, &row)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckTimeoutsBody {
+    timeout_ms: Option<serde_json::Value>,
+}
+
+async fn check_timeouts(state: web::Data<AppState>, body: Bytes) -> Result<HttpResponse, ApiError> {
+    let body: Option<CheckTimeoutsBody> = optional_json(&body)?;
+    let timeout = match body.and_then(|body| body.timeout_ms) {
+        None | Some(serde_json::Value::Null) => state.config.session_timeout,
+        Some(value) => {
+            let millis = value
+                .as_u64()
+                .ok_or_else(|| ApiError::InvalidTimeout("timeoutMs is a whole number of milliseconds, 0 or more".into()))?;
+            std::time::Duration::from_millis(millis)
+        }
+    };
+    let ids = sweeper::sweep(&state, timeout).await?;
+    Ok(HttpResponse::Ok().json(json!({"timedOut": ids.len(), "sessionIds": ids})))
+}
+
+async fn resume(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = session_id(&path)?;
+    let row = lifecycle::resume(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(lifecycle::view(&state, &row)))
+}
+
+async fn finish(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = session_id(&path)?;
+    let row = lifecycle::finish(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(lifecycle::view(&state, &row)))
+}
+
+async fn delete_session(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = session_id(&path)?;
+    lifecycle::delete(&state, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Any spelling but the canonical one is an unknown session.
+pub fn session_id(text: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(text).ok_or_else(ApiError::session_not_found)
+}
+
+/// An optional JSON body: empty is `None`; anything else must be exactly the expected shape.
+fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|error| ApiError::InvalidBody(format!("the body is not the expected JSON: {error}")))
+}

@@ -1,0 +1,179 @@
+//! Start and stop, in order: data directory, database and migrations, crash repair of every
+//! track, the registry, the sweeper, the HTTP server; and on SIGTERM/SIGINT the reverse.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use tokio_util::sync::CancellationToken;
+
+use crate::audio::TrackFile;
+use crate::config::Config;
+use crate::db::{self, DbPool};
+use crate::domain::{SessionId, TrackName};
+use crate::ingest::{close, Registry};
+use crate::routes;
+use crate::state::AppState;
+use crate::sweeper;
+use crate::views::track_format;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--data-dir {path}: {error}")]
+    DataDir { path: String, error: std::io::Error },
+    #[error(transparent)]
+    Database(#[from] db::DbSetupError),
+    #[error("crash repair failed: {0}")]
+    Repair(String),
+    #[error("cannot serve: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    server: Server,
+    port: u16,
+    state: AppState,
+}
+
+impl Application {
+    /// Builds everything on an already-bound listener, so tests can bind port 0.
+    pub fn build(config: Config, listener: TcpListener) -> Result<Application, StartError> {
+        let data_error = |error| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            error,
+        };
+        std::fs::create_dir_all(config.data_dir.join("sessions")).map_err(data_error)?;
+        let pool = db::connect(&config.database_url())?;
+        let registry = Registry::new(
+            pool.clone(),
+            config.data_dir.clone(),
+            config.sync_interval,
+            config.max_connections,
+        );
+        repair_tracks(&pool, &registry)?;
+        let port = listener.local_addr().map_err(StartError::Serve)?.port();
+        let state = AppState {
+            config: Arc::new(config),
+            pool,
+            registry,
+        };
+        let server = serve(state.clone(), listener).map_err(StartError::Serve)?;
+        Ok(Application { server, port, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs until the server stops; with `handle_signals`, SIGTERM/SIGINT stop it gracefully.
+    pub async fn run_until_stopped(self, handle_signals: bool) -> std::io::Result<()> {
+        let stop_sweeper = CancellationToken::new();
+        tokio::spawn(sweeper::run(self.state.clone(), stop_sweeper.clone()));
+        if handle_signals {
+            tokio::spawn(stop_on_signal(self.state.clone(), self.server.handle()));
+        }
+        let result = self.server.await;
+        stop_sweeper.cancel();
+        result
+    }
+}
+
+fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024))
+            .configure(routes::configure)
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(5)
+    // The default 1 s makes every socket close linger; a closing peer gets 200 ms.
+    .client_disconnect_timeout(Duration::from_millis(200))
+    .max_connections(100_000)
+    .backlog(4096)
+    .run();
+    Ok(server)
+}
+
+/// Graceful stop: stop accepting, finalize every open track and close its socket with 1001,
+/// write the last heartbeats, then stop the server. Sessions stay active: clients come back.
+async fn stop_on_signal(state: AppState, server: ServerHandle) {
+    wait_for_signal().await;
+    tracing::info!("shutting down: finalizing every open track");
+    server.pause().await;
+    state.registry.close_all(close::SHUTDOWN).await;
+    if let Err(error) = sweeper::flush_heartbeats(&state).await {
+        tracing::warn!(%error, "last heartbeats not written");
+    }
+    server.stop(true).await;
+    tracing::info!("stopped");
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for signals; stop with SIGKILL (acked audio is safe)");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// After any crash: every track's file is made playable, its header matched to the whole blocks
+/// on disk, and the database's `data_bytes` set to that count.
+fn repair_tracks(pool: &DbPool, registry: &Registry) -> Result<(), StartError> {
+    let mut conn = pool.get().map_err(|e| StartError::Repair(e.to_string()))?;
+    let tracks = db::tracks::all(&mut conn).map_err(|e| StartError::Repair(e.to_string()))?;
+    for track in tracks {
+        let (Some(session), Some(name)) = (SessionId::parse(&track.session_id), TrackName::parse(&track.name)) else {
+            tracing::warn!(session = %track.session_id, track = %track.name, "skipping a track with an invalid name");
+            continue;
+        };
+        let path = registry.track_path(&session, &name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StartError::Repair(e.to_string()))?;
+        }
+        let report = match TrackFile::repair(&path, track_format(&track)) {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "track cannot be repaired; left as it is");
+                continue;
+            }
+        };
+        if report.truncated > 0 || report.header_fixed {
+            tracing::info!(
+                path = %path.display(),
+                data_bytes = report.data_bytes,
+                truncated = report.truncated,
+                "repaired track after a crash"
+            );
+        }
+        if report.data_bytes != track.data_bytes as u64 {
+            db::tracks::set_data_bytes(&mut conn, &track.session_id, &track.name, report.data_bytes)
+                .map_err(|e| StartError::Repair(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lets the process hold one file and one socket per stream beyond the usual 1024.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! What every handler and background task shares: configuration, the pool, the registry.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::{DbConnection, DbPool};
+use crate::error::ApiError;
+use crate::ingest::Registry;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: DbPool,
+    pub registry: Arc<Registry>,
+}
+
+impl AppState {
+    /// Runs a query on a blocking thread, so no async worker ever waits on the database.
+    pub async fn db<T, F>(&self, query: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> diesel::QueryResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            query(&mut conn).map_err(ApiError::from)
+        })
+        .await
+        .map_err(|error| ApiError::Database(error.to_string()))?
+    }
+}

@@ -1,0 +1,61 @@
+//! The sweeper: flushes the in-memory heartbeats in one batch, then marks `incomplete` every
+//! active session silent past the timeout and closes its sockets with 4408. The periodic task
+//! and `POST /api/session/check-timeouts` run the same code.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db;
+use crate::domain::{self, SessionId};
+use crate::error::ApiError;
+use crate::ingest::close;
+use crate::state::AppState;
+
+/// Writes every heartbeat heard since the last batch, in one transaction.
+pub async fn flush_heartbeats(state: &AppState) -> Result<(), ApiError> {
+    let beats = state.registry.unflushed_heartbeats();
+    if beats.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = beats
+        .iter()
+        .map(|(id, millis)| (id.to_string(), domain::from_millis(*millis)))
+        .collect();
+    state.db(move |conn| db::sessions::flush_heartbeats(conn, &rows)).await?;
+    state.registry.mark_flushed(&beats);
+    Ok(())
+}
+
+/// Times out every active session silent longer than `timeout`; returns their ids.
+pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<String>, ApiError> {
+    flush_heartbeats(state).await?;
+    let timeout = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+    let cutoff = domain::now()
+        .checked_sub_signed(timeout)
+        .unwrap_or(chrono::NaiveDateTime::MIN);
+    let timed_out = state.db(move |conn| db::sessions::time_out_silent(conn, cutoff)).await?;
+    for id in &timed_out {
+        tracing::info!(session = %id, "session timed out (incomplete)");
+        if let Some(id) = SessionId::parse(id) {
+            state.registry.close_session(&id, close::TIMED_OUT).await;
+        }
+    }
+    Ok(timed_out)
+}
+
+/// The periodic task, until `stop` is cancelled.
+pub async fn run(state: AppState, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(state.config.sweep_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = interval.tick() => {
+                if let Err(error) = sweep(&state, state.config.session_timeout).await {
+                    tracing::warn!(%error, "sweep failed; retrying at the next interval");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The JSON shapes of the contract (camelCase), built from rows plus what is live in memory.
+
+use chrono::NaiveDateTime;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+
+use crate::audio::{wav, AudioFormat, SampleFormat};
+use crate::db::models::{SegmentRow, SessionRow, TrackRow};
+use crate::domain::{format_timestamp, SessionId, TrackName};
+use crate::ingest::{Registry, TrackShared};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub id: String,
+    pub title: String,
+    pub status: String,
+    pub created_at: String,
+    pub last_heartbeat: String,
+    pub completed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDetail {
+    #[serde(flatten)]
+    pub session: SessionView,
+    pub tracks: Vec<TrackView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackView {
+    pub name: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub data_bytes: u64,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub format: String,
+    pub duration_ms: u64,
+    pub connected: bool,
+    pub segments: Vec<SegmentView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentView {
+    pub offset: u64,
+    pub started_at: String,
+}
+
+/// A session as stored, with the heartbeat heard in memory if it is newer.
+pub fn session_view(row: &SessionRow, live_heartbeat: Option<NaiveDateTime>) -> SessionView {
+    let heartbeat = live_heartbeat.map_or(row.last_heartbeat, |live| live.max(row.last_heartbeat));
+    SessionView {
+        id: row.id.clone(),
+        title: row.title.clone(),
+        status: row.status.clone(),
+        created_at: format_timestamp(row.created_at),
+        last_heartbeat: format_timestamp(heartbeat),
+        completed_at: row.completed_at.map(format_timestamp),
+    }
+}
+
+pub fn track_format(row: &TrackRow) -> AudioFormat {
+    let sample = row.format.parse().unwrap_or(SampleFormat::S16le);
+    AudioFormat::new(row.sample_rate as u32, row.channels as u16, sample).unwrap_or(AudioFormat::DEFAULT)
+}
+
+/// A track from its row, its segments, its size on disk and (if live) its writer's counters.
+pub fn track_view(
+    row: &TrackRow,
+    segments: &[SegmentRow],
+    size_on_disk: Option<u64>,
+    live: Option<&TrackShared>,
+) -> TrackView {
+    let format = track_format(row);
+    let data_bytes = live.map_or(row.data_bytes as u64, |live| live.written.load(Ordering::Acquire));
+    let size_bytes = size_on_disk.unwrap_or_else(|| wav::header_len(format) + data_bytes);
+    let session = SessionId::parse(&row.session_id);
+    let track = TrackName::parse(&row.name);
+    let path = match (session, track) {
+        (Some(session), Some(track)) => Registry::relative_track_path(&session, &track),
+        _ => String::new(),
+    };
+    TrackView {
+        name: row.name.clone(),
+        path,
+        size_bytes,
+        data_bytes,
+        sample_rate: format.sample_rate,
+        channels: format.channels,
+        format: format.sample.to_string(),
+        duration_ms: format.duration_ms(data_bytes),
+        connected: live.is_some_and(|live| live.connected.load(Ordering::Acquire)),
+        segments: segments
+            .iter()
+            .filter(|segment| segment.track_name == row.name)
+            .map(|segment| SegmentView {
+                offset: segment.start_offset as u64,
+                started_at: format_timestamp(segment.started_at),
+            })
+            .collect(),
+    }
+}
