@@ -29,7 +29,9 @@ pub fn check_origin(req: &HttpRequest, config: &Config) -> Result<(), ApiError> 
         .get(header::HOST)
         .and_then(|host| host.to_str().ok())
         .ok_or_else(forbidden)?;
-    if without_default_port(scheme, authority) == without_default_port(scheme, &host.to_ascii_lowercase()) {
+    if without_default_port(scheme, authority)
+        == without_default_port(scheme, &host.to_ascii_lowercase())
+    {
         Ok(())
     } else {
         Err(forbidden())

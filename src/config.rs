@@ -8,7 +8,11 @@ use clap::Parser;
 
 /// Everything the server can be told at start. Passed by value into the app; never a global.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "safetake", version, about = "A recording server for podcasts that never loses a take")]
+#[command(
+    name = "safetake",
+    version,
+    about = "A recording server for podcasts that never loses a take"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "SAFETAKE_BIND", default_value = "127.0.0.1:8080")]
@@ -43,7 +47,11 @@ pub struct Config {
     pub max_frame_bytes: usize,
 
     /// Origins besides the server's own that may open sockets (repeatable; comma-separated in the variable).
-    #[arg(long = "allowed-origin", env = "SAFETAKE_ALLOWED_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "SAFETAKE_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Token required on every API request, page and socket.
@@ -67,7 +75,8 @@ impl Config {
                 return Err("--auth-token: must not be empty".into());
             }
         }
-        if !self.bind.ip().is_loopback() && self.auth_token.is_none() && !self.allow_unauthenticated {
+        if !self.bind.ip().is_loopback() && self.auth_token.is_none() && !self.allow_unauthenticated
+        {
             return Err(format!(
                 "--bind {}: refusing to listen beyond loopback without --auth-token \
                  (pass --allow-unauthenticated to do it anyway)",
@@ -81,7 +90,11 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => self.data_dir.join("safetake.db").to_string_lossy().into_owned(),
+            None => self
+                .data_dir
+                .join("safetake.db")
+                .to_string_lossy()
+                .into_owned(),
         }
     }
 
@@ -96,18 +109,28 @@ impl Config {
 /// Parses `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     if digits.is_empty() || digits.len() > 12 {
-        return Err(format!("`{text}` is not a duration such as 500ms, 30s or 5m"));
+        return Err(format!(
+            "`{text}` is not a duration such as 500ms, 30s or 5m"
+        ));
     }
-    let value: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration"))?;
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration"))?;
     let millis = match unit {
         "ms" => value,
         "" | "s" => value * 1000,
         "m" => value * 60_000,
         "h" => value * 3_600_000,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+            ))
+        }
     };
     Ok(Duration::from_millis(millis))
 }

@@ -39,7 +39,9 @@ pub struct TrackName(String);
 impl TrackName {
     pub fn parse(text: &str) -> Option<TrackName> {
         let valid = (1..=64).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         valid.then(|| TrackName(text.to_string()))
     }
 
@@ -90,7 +92,9 @@ pub fn now() -> NaiveDateTime {
 }
 
 pub fn from_millis(millis: i64) -> NaiveDateTime {
-    DateTime::from_timestamp_millis(millis).unwrap_or_default().naive_utc()
+    DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .naive_utc()
 }
 
 pub fn to_millis(at: NaiveDateTime) -> i64 {

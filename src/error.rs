@@ -99,7 +99,9 @@ impl ResponseError for ApiError {
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::TooManyConnections(_) | ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyConnections(_) | ApiError::Database(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

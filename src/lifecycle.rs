@@ -24,7 +24,9 @@ pub async fn create(state: &AppState, title: Option<String>) -> Result<SessionRo
         completed_at: None,
     };
     let stored = row.clone();
-    state.db(move |conn| db::sessions::insert(conn, &stored)).await?;
+    state
+        .db(move |conn| db::sessions::insert(conn, &stored))
+        .await?;
     tracing::info!(session = %row.id, "session created (active)");
     Ok(row)
 }
@@ -71,7 +73,11 @@ async fn file_sizes(
 ) -> Vec<Option<u64>> {
     let paths: Vec<_> = tracks
         .iter()
-        .map(|track| registry.session_dir(session).join(format!("{}.wav", track.name)))
+        .map(|track| {
+            registry
+                .session_dir(session)
+                .join(format!("{}.wav", track.name))
+        })
         .collect();
     tokio::task::spawn_blocking(move || {
         paths
@@ -99,7 +105,10 @@ pub async fn keepalive(state: &AppState, id: &SessionId) -> Result<SessionRow, A
         .await?
         .ok_or_else(ApiError::session_not_found)?;
     if row.status != SessionStatus::Active.as_str() {
-        return Err(ApiError::NotActive(format!("the session is {}, not active", row.status)));
+        return Err(ApiError::NotActive(format!(
+            "the session is {}, not active",
+            row.status
+        )));
     }
     Ok(row)
 }
@@ -107,7 +116,9 @@ pub async fn keepalive(state: &AppState, id: &SessionId) -> Result<SessionRow, A
 pub async fn resume(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
     let key = id.to_string();
     let now = domain::now();
-    let outcome = state.db(move |conn| db::sessions::resume(conn, &key, now)).await?;
+    let outcome = state
+        .db(move |conn| db::sessions::resume(conn, &key, now))
+        .await?;
     let row = refused_as_error(outcome)?;
     tracing::info!(session = %id, "session resumed (active)");
     Ok(row)
@@ -118,7 +129,9 @@ pub async fn resume(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
 pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
     let key = id.to_string();
     let now = domain::now();
-    let outcome = state.db(move |conn| db::sessions::finish(conn, &key, now)).await?;
+    let outcome = state
+        .db(move |conn| db::sessions::finish(conn, &key, now))
+        .await?;
     let row = refused_as_error(outcome)?;
     state.registry.close_session(id, close::FINISHED).await;
     tracing::info!(session = %id, "session finished (completed)");
@@ -127,11 +140,16 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
 
 pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
     let key = id.to_string();
-    match state.db(move |conn| db::sessions::delete(conn, &key)).await? {
+    match state
+        .db(move |conn| db::sessions::delete(conn, &key))
+        .await?
+    {
         Ok(()) => {}
         Err(Refusal::NotFound) => return Err(ApiError::session_not_found()),
         Err(Refusal::WrongStatus(_)) => {
-            return Err(ApiError::SessionActive("an active session cannot be deleted; finish it first".into()))
+            return Err(ApiError::SessionActive(
+                "an active session cannot be deleted; finish it first".into(),
+            ))
         }
     }
     state.registry.close_session(id, close::FINISHED).await;

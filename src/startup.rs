@@ -61,7 +61,11 @@ impl Application {
             registry,
         };
         let server = serve(state.clone(), listener).map_err(StartError::Serve)?;
-        Ok(Application { server, port, state })
+        Ok(Application {
+            server,
+            port,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -116,7 +120,10 @@ async fn stop_on_signal(state: AppState, server: ServerHandle) {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot listen for signals; stop with SIGKILL (acked audio is safe)");
         return std::future::pending().await;
     };
@@ -132,7 +139,10 @@ fn repair_tracks(pool: &DbPool, registry: &Registry) -> Result<(), StartError> {
     let mut conn = pool.get().map_err(|e| StartError::Repair(e.to_string()))?;
     let tracks = db::tracks::all(&mut conn).map_err(|e| StartError::Repair(e.to_string()))?;
     for track in tracks {
-        let (Some(session), Some(name)) = (SessionId::parse(&track.session_id), TrackName::parse(&track.name)) else {
+        let (Some(session), Some(name)) = (
+            SessionId::parse(&track.session_id),
+            TrackName::parse(&track.name),
+        ) else {
             tracing::warn!(session = %track.session_id, track = %track.name, "skipping a track with an invalid name");
             continue;
         };
@@ -156,8 +166,13 @@ fn repair_tracks(pool: &DbPool, registry: &Registry) -> Result<(), StartError> {
             );
         }
         if report.data_bytes != track.data_bytes as u64 {
-            db::tracks::set_data_bytes(&mut conn, &track.session_id, &track.name, report.data_bytes)
-                .map_err(|e| StartError::Repair(e.to_string()))?;
+            db::tracks::set_data_bytes(
+                &mut conn,
+                &track.session_id,
+                &track.name,
+                report.data_bytes,
+            )
+            .map_err(|e| StartError::Repair(e.to_string()))?;
         }
     }
     Ok(())
@@ -171,7 +186,8 @@ pub fn raise_open_file_limit() {
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

@@ -22,7 +22,9 @@ pub async fn flush_heartbeats(state: &AppState) -> Result<(), ApiError> {
         .iter()
         .map(|(id, millis)| (id.to_string(), domain::from_millis(*millis)))
         .collect();
-    state.db(move |conn| db::sessions::flush_heartbeats(conn, &rows)).await?;
+    state
+        .db(move |conn| db::sessions::flush_heartbeats(conn, &rows))
+        .await?;
     state.registry.mark_flushed(&beats);
     Ok(())
 }
@@ -34,7 +36,9 @@ pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<String>, A
     let cutoff = domain::now()
         .checked_sub_signed(timeout)
         .unwrap_or(chrono::NaiveDateTime::MIN);
-    let timed_out = state.db(move |conn| db::sessions::time_out_silent(conn, cutoff)).await?;
+    let timed_out = state
+        .db(move |conn| db::sessions::time_out_silent(conn, cutoff))
+        .await?;
     for id in &timed_out {
         tracing::info!(session = %id, "session timed out (incomplete)");
         if let Some(id) = SessionId::parse(id) {

@@ -65,7 +65,8 @@ pub fn session_view(row: &SessionRow, live_heartbeat: Option<NaiveDateTime>) -> 
 
 pub fn track_format(row: &TrackRow) -> AudioFormat {
     let sample = row.format.parse().unwrap_or(SampleFormat::S16le);
-    AudioFormat::new(row.sample_rate as u32, row.channels as u16, sample).unwrap_or(AudioFormat::DEFAULT)
+    AudioFormat::new(row.sample_rate as u32, row.channels as u16, sample)
+        .unwrap_or(AudioFormat::DEFAULT)
 }
 
 /// A track from its row, its segments, its size on disk and (if live) its writer's counters.
@@ -76,7 +77,9 @@ pub fn track_view(
     live: Option<&TrackShared>,
 ) -> TrackView {
     let format = track_format(row);
-    let data_bytes = live.map_or(row.data_bytes as u64, |live| live.written.load(Ordering::Acquire));
+    let data_bytes = live.map_or(row.data_bytes as u64, |live| {
+        live.written.load(Ordering::Acquire)
+    });
     let size_bytes = size_on_disk.unwrap_or_else(|| wav::header_len(format) + data_bytes);
     let session = SessionId::parse(&row.session_id);
     let track = TrackName::parse(&row.name);

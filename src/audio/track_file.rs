@@ -31,7 +31,11 @@ pub struct RepairReport {
 impl TrackFile {
     /// Creates a new, empty WAV file and makes its existence durable before it is used.
     pub fn create(path: &Path, format: AudioFormat) -> io::Result<TrackFile> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         file.write_all_at(&wav::header(format, 0), 0)?;
         file.sync_all()?;
         if let Some(dir) = path.parent() {
@@ -112,7 +116,10 @@ fn repair_open_file(file: &File, fallback: AudioFormat) -> io::Result<(Layout, R
     let file_len = file.metadata()?.len();
     let layout = match wav::read_layout(file_len, |buf, pos| file.read_exact_at(buf, pos)) {
         Ok(layout) => layout,
-        Err(error) if error.kind() == io::ErrorKind::InvalidData || error.kind() == io::ErrorKind::UnexpectedEof => {
+        Err(error)
+            if error.kind() == io::ErrorKind::InvalidData
+                || error.kind() == io::ErrorKind::UnexpectedEof =>
+        {
             return rebuild_empty(file, fallback, file_len);
         }
         Err(error) => return Err(error),
@@ -123,7 +130,8 @@ fn repair_open_file(file: &File, fallback: AudioFormat) -> io::Result<(Layout, R
     if truncated > 0 {
         file.set_len(layout.data_start + data_bytes)?;
     }
-    let header_fixed = read_sizes(file, &layout)? != (layout.riff_size(data_bytes), data_bytes as u32);
+    let header_fixed =
+        read_sizes(file, &layout)? != (layout.riff_size(data_bytes), data_bytes as u32);
     if header_fixed {
         write_sizes(file, &layout, data_bytes)?;
     }
@@ -140,7 +148,11 @@ fn repair_open_file(file: &File, fallback: AudioFormat) -> io::Result<(Layout, R
 }
 
 /// A file torn before its header was whole holds no audio: start it again.
-fn rebuild_empty(file: &File, format: AudioFormat, file_len: u64) -> io::Result<(Layout, RepairReport)> {
+fn rebuild_empty(
+    file: &File,
+    format: AudioFormat,
+    file_len: u64,
+) -> io::Result<(Layout, RepairReport)> {
     file.set_len(0)?;
     file.write_all_at(&wav::header(format, 0), 0)?;
     file.sync_all()?;
@@ -186,7 +198,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mic.wav");
         let mut track = TrackFile::create(&path, stereo()).unwrap();
-        track.append_and_sync(&[vec![1u8; 400], vec![2u8; 400]]).unwrap();
+        track
+            .append_and_sync(&[vec![1u8; 400], vec![2u8; 400]])
+            .unwrap();
         let reader = hound::WavReader::open(&path).unwrap();
         assert_eq!(reader.duration(), 200);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 44 + 800);

@@ -72,7 +72,11 @@ pub fn header(format: AudioFormat, data_bytes: u64) -> Vec<u8> {
     out.extend_from_slice(b"WAVE");
     out.extend_from_slice(b"fmt ");
     out.extend_from_slice(&fmt_len.to_le_bytes());
-    let outer_tag = if format.channels > 2 { WAVE_FORMAT_EXTENSIBLE } else { tag };
+    let outer_tag = if format.channels > 2 {
+        WAVE_FORMAT_EXTENSIBLE
+    } else {
+        tag
+    };
     out.extend_from_slice(&outer_tag.to_le_bytes());
     out.extend_from_slice(&format.channels.to_le_bytes());
     out.extend_from_slice(&format.sample_rate.to_le_bytes());
@@ -201,7 +205,11 @@ mod tests {
 
     #[test]
     fn hound_reads_our_headers() {
-        for (channels, sample) in [(1, SampleFormat::S16le), (2, SampleFormat::F32le), (3, SampleFormat::S16le)] {
+        for (channels, sample) in [
+            (1, SampleFormat::S16le),
+            (2, SampleFormat::F32le),
+            (3, SampleFormat::S16le),
+        ] {
             let format = AudioFormat::new(48_000, channels, sample).unwrap();
             let data = vec![0u8; format.block_size() as usize * 10];
             let mut file = header(format, data.len() as u64);

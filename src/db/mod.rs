@@ -71,7 +71,9 @@ fn sqlite_path(url: &str) -> Result<String, DbSetupError> {
         return Ok(path.to_string());
     }
     if url.contains("://") {
-        return Err(DbSetupError::Unsupported(format!("unknown database scheme in `{url}`")));
+        return Err(DbSetupError::Unsupported(format!(
+            "unknown database scheme in `{url}`"
+        )));
     }
     Ok(url.to_string())
 }

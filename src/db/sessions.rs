@@ -23,7 +23,10 @@ pub enum Refusal {
 pub type Transition = QueryResult<Result<SessionRow, Refusal>>;
 
 pub fn insert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {
-    diesel::insert_into(sessions::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(sessions::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>> {
@@ -72,7 +75,10 @@ pub fn touch_heartbeat(conn: &mut DbConnection, id: &str, at: NaiveDateTime) -> 
 }
 
 /// Writes a batch of in-memory heartbeats in one transaction.
-pub fn flush_heartbeats(conn: &mut DbConnection, beats: &[(String, NaiveDateTime)]) -> QueryResult<()> {
+pub fn flush_heartbeats(
+    conn: &mut DbConnection,
+    beats: &[(String, NaiveDateTime)],
+) -> QueryResult<()> {
     if beats.is_empty() {
         return Ok(());
     }
@@ -91,7 +97,10 @@ pub fn activate(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transi
             .filter(sessions::id.eq(id))
             .filter(sessions::status.ne(COMPLETED)),
     )
-    .set((sessions::status.eq(ACTIVE), sessions::last_heartbeat.eq(now)))
+    .set((
+        sessions::status.eq(ACTIVE),
+        sessions::last_heartbeat.eq(now),
+    ))
     .execute(conn)?;
     outcome(conn, id, updated)
 }
@@ -103,11 +112,16 @@ pub fn resume(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transiti
             .filter(sessions::id.eq(id))
             .filter(sessions::status.eq(INCOMPLETE)),
     )
-    .set((sessions::status.eq(ACTIVE), sessions::last_heartbeat.eq(now)))
+    .set((
+        sessions::status.eq(ACTIVE),
+        sessions::last_heartbeat.eq(now),
+    ))
     .execute(conn)?;
     match outcome(conn, id, updated)? {
         Ok(row) => Ok(Ok(row)),
-        Err(Refusal::WrongStatus(SessionStatus::Active)) => Ok(find(conn, id)?.ok_or(Refusal::NotFound)),
+        Err(Refusal::WrongStatus(SessionStatus::Active)) => {
+            Ok(find(conn, id)?.ok_or(Refusal::NotFound))
+        }
         Err(refusal) => Ok(Err(refusal)),
     }
 }
@@ -118,7 +132,10 @@ pub fn finish(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transiti
             .filter(sessions::id.eq(id))
             .filter(sessions::status.ne(COMPLETED)),
     )
-    .set((sessions::status.eq(COMPLETED), sessions::completed_at.eq(Some(now))))
+    .set((
+        sessions::status.eq(COMPLETED),
+        sessions::completed_at.eq(Some(now)),
+    ))
     .execute(conn)?;
     outcome(conn, id, updated)
 }

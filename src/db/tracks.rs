@@ -8,8 +8,15 @@ use super::models::{SegmentRow, TrackRow};
 use super::schema::{segments, tracks};
 use super::DbConnection;
 
-pub fn find(conn: &mut DbConnection, session_id: &str, name: &str) -> QueryResult<Option<TrackRow>> {
-    tracks::table.find((session_id, name)).first(conn).optional()
+pub fn find(
+    conn: &mut DbConnection,
+    session_id: &str,
+    name: &str,
+) -> QueryResult<Option<TrackRow>> {
+    tracks::table
+        .find((session_id, name))
+        .first(conn)
+        .optional()
 }
 
 pub fn count_for_session(conn: &mut DbConnection, session_id: &str) -> QueryResult<i64> {
@@ -20,7 +27,10 @@ pub fn count_for_session(conn: &mut DbConnection, session_id: &str) -> QueryResu
 }
 
 pub fn insert(conn: &mut DbConnection, row: &TrackRow) -> QueryResult<()> {
-    diesel::insert_into(tracks::table).values(row).execute(conn).map(drop)
+    diesel::insert_into(tracks::table)
+        .values(row)
+        .execute(conn)
+        .map(drop)
 }
 
 pub fn for_session(conn: &mut DbConnection, session_id: &str) -> QueryResult<Vec<TrackRow>> {
@@ -35,14 +45,22 @@ pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<TrackRow>> {
     tracks::table.load(conn)
 }
 
-pub fn segments_for_session(conn: &mut DbConnection, session_id: &str) -> QueryResult<Vec<SegmentRow>> {
+pub fn segments_for_session(
+    conn: &mut DbConnection,
+    session_id: &str,
+) -> QueryResult<Vec<SegmentRow>> {
     segments::table
         .filter(segments::session_id.eq(session_id))
         .order((segments::track_name.asc(), segments::seq.asc()))
         .load(conn)
 }
 
-pub fn set_data_bytes(conn: &mut DbConnection, session_id: &str, name: &str, data_bytes: u64) -> QueryResult<()> {
+pub fn set_data_bytes(
+    conn: &mut DbConnection,
+    session_id: &str,
+    name: &str,
+    data_bytes: u64,
+) -> QueryResult<()> {
     diesel::update(tracks::table.find((session_id, name)))
         .set(tracks::data_bytes.eq(data_bytes as i64))
         .execute(conn)
@@ -70,6 +88,9 @@ pub fn add_segment(
             start_offset: offset as i64,
             started_at: at,
         };
-        diesel::insert_into(segments::table).values(&row).execute(conn).map(drop)
+        diesel::insert_into(segments::table)
+            .values(&row)
+            .execute(conn)
+            .map(drop)
     })
 }

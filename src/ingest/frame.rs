@@ -20,7 +20,9 @@ impl FrameError {
     pub fn message(self) -> &'static str {
         match self {
             FrameError::TooShort => "a frame needs 8 offset bytes",
-            FrameError::Misaligned => "offset and payload must be whole blocks of the track's format",
+            FrameError::Misaligned => {
+                "offset and payload must be whole blocks of the track's format"
+            }
         }
     }
 }
@@ -61,9 +63,23 @@ mod tests {
 
     #[test]
     fn refuses_short_and_misaligned_frames() {
-        assert_eq!(decode(Bytes::from_static(&[0; 7]), 2), Err(FrameError::TooShort));
-        assert_eq!(decode(Bytes::from(encode(0, &[1, 2, 3])), 2), Err(FrameError::Misaligned));
-        assert_eq!(decode(Bytes::from(encode(3, &[1, 2])), 2), Err(FrameError::Misaligned));
-        assert_eq!(decode(Bytes::from(encode(u64::MAX - 1, &[])), 2).unwrap().offset, u64::MAX - 1);
+        assert_eq!(
+            decode(Bytes::from_static(&[0; 7]), 2),
+            Err(FrameError::TooShort)
+        );
+        assert_eq!(
+            decode(Bytes::from(encode(0, &[1, 2, 3])), 2),
+            Err(FrameError::Misaligned)
+        );
+        assert_eq!(
+            decode(Bytes::from(encode(3, &[1, 2])), 2),
+            Err(FrameError::Misaligned)
+        );
+        assert_eq!(
+            decode(Bytes::from(encode(u64::MAX - 1, &[])), 2)
+                .unwrap()
+                .offset,
+            u64::MAX - 1
+        );
     }
 }

@@ -57,7 +57,12 @@ pub struct Attachment {
 }
 
 impl Registry {
-    pub fn new(pool: DbPool, data_dir: PathBuf, sync_interval: Duration, max_connections: usize) -> Arc<Registry> {
+    pub fn new(
+        pool: DbPool,
+        data_dir: PathBuf,
+        sync_interval: Duration,
+        max_connections: usize,
+    ) -> Arc<Registry> {
         Arc::new(Registry {
             sessions: Mutex::new(HashMap::new()),
             pool,
@@ -72,7 +77,9 @@ impl Registry {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, SessionEntry>> {
         // A panic while holding this lock leaves plain data behind; keep serving.
-        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn session_dir(&self, session: &SessionId) -> PathBuf {
@@ -108,7 +115,12 @@ impl Registry {
 
     /// Hands the track to a new socket: the writer (started if need be) drains what the old
     /// socket sent, closes it with 4001 and answers with the synced offset.
-    pub async fn attach(self: &Arc<Self>, key: TrackKey, format: AudioFormat, link: SocketLink) -> std::io::Result<Attachment> {
+    pub async fn attach(
+        self: &Arc<Self>,
+        key: TrackKey,
+        format: AudioFormat,
+        link: SocketLink,
+    ) -> std::io::Result<Attachment> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let (writer, heartbeat_ms) = {
             let mut sessions = self.lock();
@@ -131,7 +143,10 @@ impl Registry {
             // Sent under the lock, so a writer deciding to stop sees it waiting.
             writer
                 .control_tx
-                .send(Control::Attach { link, reply: reply_tx })
+                .send(Control::Attach {
+                    link,
+                    reply: reply_tx,
+                })
                 .map_err(|_| std::io::Error::other("the track's writer stopped"))?;
             (writer, entry.heartbeat_ms.clone())
         };
@@ -149,7 +164,11 @@ impl Registry {
     pub fn remove_writer(&self, key: &TrackKey, shared: &Arc<TrackShared>) {
         let mut sessions = self.lock();
         if let Some(entry) = sessions.get_mut(&key.session) {
-            if entry.tracks.get(&key.track).is_some_and(|w| Arc::ptr_eq(&w.shared, shared)) {
+            if entry
+                .tracks
+                .get(&key.track)
+                .is_some_and(|w| Arc::ptr_eq(&w.shared, shared))
+            {
                 entry.tracks.remove(&key.track);
             }
         }
@@ -169,7 +188,11 @@ impl Registry {
             return false;
         }
         if let Some(entry) = sessions.get_mut(&key.session) {
-            if entry.tracks.get(&key.track).is_some_and(|w| Arc::ptr_eq(&w.shared, shared)) {
+            if entry
+                .tracks
+                .get(&key.track)
+                .is_some_and(|w| Arc::ptr_eq(&w.shared, shared))
+            {
                 entry.tracks.remove(&key.track);
             }
         }
@@ -215,7 +238,8 @@ impl Registry {
             }
         }
         sessions.retain(|_, entry| {
-            !entry.tracks.is_empty() || entry.heartbeat_ms.load(Ordering::Acquire) > entry.flushed_ms
+            !entry.tracks.is_empty()
+                || entry.heartbeat_ms.load(Ordering::Acquire) > entry.flushed_ms
         });
     }
 
@@ -236,7 +260,10 @@ impl Registry {
         self.shutting_down.store(true, Ordering::Release);
         let writers: Vec<WriterHandle> = {
             let sessions = self.lock();
-            sessions.values().flat_map(|entry| entry.tracks.values().cloned()).collect()
+            sessions
+                .values()
+                .flat_map(|entry| entry.tracks.values().cloned())
+                .collect()
         };
         close_writers(writers, code).await;
     }
@@ -247,7 +274,11 @@ async fn close_writers(writers: Vec<WriterHandle>, code: u16) {
         .into_iter()
         .filter_map(|writer| {
             let (reply, done) = oneshot::channel();
-            writer.control_tx.send(Control::Close { code, reply }).ok().map(|_| done)
+            writer
+                .control_tx
+                .send(Control::Close { code, reply })
+                .ok()
+                .map(|_| done)
         })
         .collect();
     for done in replies {

@@ -76,7 +76,10 @@ pub enum Control {
         reply: oneshot::Sender<io::Result<u64>>,
     },
     /// Sync, close the socket with `code` and report the synced size.
-    Close { code: u16, reply: oneshot::Sender<u64> },
+    Close {
+        code: u16,
+        reply: oneshot::Sender<u64>,
+    },
 }
 
 /// What others may read of a live track without asking its writer.
@@ -176,10 +179,15 @@ async fn run(
         if let Err(error) = step {
             writer.fail(error);
             registry.remove_writer(&key, &shared);
-            refuse_attaches(&mut control_rx, &io::Error::other("the track's writer failed"));
+            refuse_attaches(
+                &mut control_rx,
+                &io::Error::other("the track's writer failed"),
+            );
             return;
         }
-        if writer.is_idle() && registry.remove_writer_if_idle(&key, &shared, &socket_rx, &control_rx) {
+        if writer.is_idle()
+            && registry.remove_writer_if_idle(&key, &shared, &socket_rx, &control_rx)
+        {
             break;
         }
     }
@@ -187,7 +195,9 @@ async fn run(
     tracing::debug!(session = %key.session, track = %key.track, "writer stopped");
 }
 
-async fn wait_job(job: &mut Option<SyncJob>) -> Result<(TrackFile, Vec<u8>, io::Result<u64>), tokio::task::JoinError> {
+async fn wait_job(
+    job: &mut Option<SyncJob>,
+) -> Result<(TrackFile, Vec<u8>, io::Result<u64>), tokio::task::JoinError> {
     match job {
         Some(handle) => handle.await,
         None => std::future::pending().await,
@@ -198,7 +208,9 @@ fn refuse_attaches(control_rx: &mut mpsc::UnboundedReceiver<Control>, error: &io
     control_rx.close();
     while let Ok(control) = control_rx.try_recv() {
         match control {
-            Control::Attach { reply, .. } => drop(reply.send(Err(io::Error::new(error.kind(), error.to_string())))),
+            Control::Attach { reply, .. } => {
+                drop(reply.send(Err(io::Error::new(error.kind(), error.to_string()))))
+            }
             Control::Close { reply, .. } => drop(reply.send(0)),
         }
     }
@@ -268,7 +280,9 @@ impl Writer {
 
     async fn on_socket(&mut self, msg: SocketMsg) -> io::Result<()> {
         match msg {
-            SocketMsg::Frame { socket, frame } if self.is_current(socket) => self.on_frame(frame).await?,
+            SocketMsg::Frame { socket, frame } if self.is_current(socket) => {
+                self.on_frame(frame).await?
+            }
             SocketMsg::Flush { socket } if self.is_current(socket) => self.on_flush(),
             SocketMsg::Detach { socket } if self.is_current(socket) => {
                 self.current = None;
@@ -291,7 +305,10 @@ impl Writer {
         if frame.offset > stored {
             self.close_current(Outbound::Error {
                 code: "gap",
-                message: format!("frame at offset {} but the track holds {stored} bytes", frame.offset),
+                message: format!(
+                    "frame at offset {} but the track holds {stored} bytes",
+                    frame.offset
+                ),
                 expected_offset: Some(stored),
                 close: close::GAP,
             });
@@ -299,7 +316,11 @@ impl Writer {
         }
         // A resend may overlap what is stored: only the bytes past it are new.
         let overlap = stored - frame.offset;
-        let Some(fresh) = frame.payload.get(overlap as usize..).filter(|fresh| !fresh.is_empty()) else {
+        let Some(fresh) = frame
+            .payload
+            .get(overlap as usize..)
+            .filter(|fresh| !fresh.is_empty())
+        else {
             return Ok(());
         };
         if stored + fresh.len() as u64 > self.max_data {
@@ -359,7 +380,10 @@ impl Writer {
         }));
     }
 
-    fn on_job_done(&mut self, done: Result<(TrackFile, Vec<u8>, io::Result<u64>), tokio::task::JoinError>) -> io::Result<()> {
+    fn on_job_done(
+        &mut self,
+        done: Result<(TrackFile, Vec<u8>, io::Result<u64>), tokio::task::JoinError>,
+    ) -> io::Result<()> {
         let (file, buffer, result) = done.map_err(io::Error::other)?;
         self.file = Some(file);
         self.spare = buffer;
@@ -375,7 +399,11 @@ impl Writer {
     /// One ack per flush this sync answered, or one for the sync itself.
     fn ack_synced(&mut self) {
         let mut acks = 0;
-        while self.flush_targets.front().is_some_and(|&target| target <= self.synced) {
+        while self
+            .flush_targets
+            .front()
+            .is_some_and(|&target| target <= self.synced)
+        {
             self.flush_targets.pop_front();
             acks += 1;
         }
@@ -432,8 +460,14 @@ impl Writer {
         let offset = self.synced;
         let result = tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|e| e.to_string())?;
-            db::tracks::add_segment(&mut conn, key.session.as_str(), key.track.as_str(), offset, domain::now())
-                .map_err(|e| e.to_string())
+            db::tracks::add_segment(
+                &mut conn,
+                key.session.as_str(),
+                key.track.as_str(),
+                offset,
+                domain::now(),
+            )
+            .map_err(|e| e.to_string())
         })
         .await;
         if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {

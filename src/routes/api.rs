@@ -21,13 +21,19 @@ pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/api/sessions", web::post().to(create_session))
         .route("/api/sessions", web::get().to(list_sessions))
-        .route("/api/session/check-timeouts", web::post().to(check_timeouts))
+        .route(
+            "/api/session/check-timeouts",
+            web::post().to(check_timeouts),
+        )
         .route("/api/session/{id}", web::get().to(get_session))
         .route("/api/session/{id}", web::delete().to(delete_session))
         .route("/api/session/{id}/keepalive", web::post().to(keepalive))
         .route("/api/session/{id}/resume", web::post().to(resume))
         .route("/api/session/{id}/finish", web::post().to(finish))
-        .route("/api/session/{id}/tracks/{file}", web::get().to(download::track_wav));
+        .route(
+            "/api/session/{id}/tracks/{file}",
+            web::get().to(download::track_wav),
+        );
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -51,19 +57,29 @@ async fn create_session(state: web::Data<AppState>, body: Bytes) -> Result<HttpR
     let title = body.and_then(|body| body.title);
     if let Some(title) = &title {
         if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(ApiError::InvalidTitle(format!("a title holds at most {MAX_TITLE_CHARS} characters")));
+            return Err(ApiError::InvalidTitle(format!(
+                "a title holds at most {MAX_TITLE_CHARS} characters"
+            )));
         }
     }
     let row = lifecycle::create(&state, title).await?;
     Ok(HttpResponse::Created().json(lifecycle::view(&state, &row)))
 }
 
-async fn list_sessions(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn list_sessions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
     let (rows, total) = state
-        .db(move |conn| db::sessions::list(conn, query.status, query.limit as i64, query.offset as i64))
+        .db(move |conn| {
+            db::sessions::list(conn, query.status, query.limit as i64, query.offset as i64)
+        })
         .await?;
-    let sessions: Vec<_> = rows.iter().map(|row| lifecycle::view(&state, row)).collect();
+    let sessions: Vec<_> = rows
+        .iter()
+        .map(|row| lifecycle::view(&state, row))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"sessions": sessions, "total": total})))
 }
 
@@ -86,7 +102,9 @@ impl ListQuery {
             match name.as_str() {
                 "status" => {
                     parsed.status = Some(value.parse().map_err(|_| {
-                        ApiError::InvalidStatus("status is one of active, incomplete, completed".into())
+                        ApiError::InvalidStatus(
+                            "status is one of active, incomplete, completed".into(),
+                        )
                     })?)
                 }
                 "limit" => parsed.limit = page_number("limit", &value, MAX_PAGE)?,
@@ -112,12 +130,18 @@ pub fn parse_plain_number(value: &str) -> Option<u64> {
     value.parse().ok()
 }
 
-async fn get_session(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_session(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = session_id(&path)?;
     Ok(HttpResponse::Ok().json(lifecycle::detail(&state, &id).await?))
 }
 
-async fn keepalive(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn keepalive(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = session_id(&path)?;
     let row = lifecycle::keepalive(&state, &id).await?;
     Ok(HttpResponse::Ok().json(lifecycle::view(&state, &row)))
@@ -134,9 +158,11 @@ async fn check_timeouts(state: web::Data<AppState>, body: Bytes) -> Result<HttpR
     let timeout = match body.and_then(|body| body.timeout_ms) {
         None | Some(serde_json::Value::Null) => state.config.session_timeout,
         Some(value) => {
-            let millis = value
-                .as_u64()
-                .ok_or_else(|| ApiError::InvalidTimeout("timeoutMs is a whole number of milliseconds, 0 or more".into()))?;
+            let millis = value.as_u64().ok_or_else(|| {
+                ApiError::InvalidTimeout(
+                    "timeoutMs is a whole number of milliseconds, 0 or more".into(),
+                )
+            })?;
             std::time::Duration::from_millis(millis)
         }
     };
@@ -144,19 +170,28 @@ async fn check_timeouts(state: web::Data<AppState>, body: Bytes) -> Result<HttpR
     Ok(HttpResponse::Ok().json(json!({"timedOut": ids.len(), "sessionIds": ids})))
 }
 
-async fn resume(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn resume(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = session_id(&path)?;
     let row = lifecycle::resume(&state, &id).await?;
     Ok(HttpResponse::Ok().json(lifecycle::view(&state, &row)))
 }
 
-async fn finish(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn finish(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = session_id(&path)?;
     let row = lifecycle::finish(&state, &id).await?;
     Ok(HttpResponse::Ok().json(lifecycle::view(&state, &row)))
 }
 
-async fn delete_session(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_session(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = session_id(&path)?;
     lifecycle::delete(&state, &id).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -172,7 +207,7 @@ fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|error| ApiError::InvalidBody(format!("the body is not the expected JSON: {error}")))
+    serde_json::from_slice(body).map(Some).map_err(|error| {
+        ApiError::InvalidBody(format!("the body is not the expected JSON: {error}"))
+    })
 }

@@ -85,7 +85,9 @@ impl Snapshot {
         let layout = wav::read_layout(file_len, |buf, pos| file.read_exact_at(buf, pos))?;
         let on_disk = file_len.saturating_sub(layout.data_start);
         let whole = on_disk - on_disk % layout.format.block_size();
-        let data_len = live_synced.map_or(whole, |synced| synced.min(whole)).min(layout.max_data_bytes());
+        let data_len = live_synced
+            .map_or(whole, |synced| synced.min(whole))
+            .min(layout.max_data_bytes());
         Ok(Snapshot {
             header: Bytes::from(wav::header(layout.format, data_len)),
             file: std::sync::Arc::new(file),
@@ -99,10 +101,17 @@ impl Snapshot {
     }
 
     /// Streams bytes `start..end` of header-then-data, reading the file on blocking threads.
-    fn respond(&self, mut builder: actix_web::HttpResponseBuilder, start: u64, end: u64, disposition: String) -> HttpResponse {
+    fn respond(
+        &self,
+        mut builder: actix_web::HttpResponseBuilder,
+        start: u64,
+        end: u64,
+        disposition: String,
+    ) -> HttpResponse {
         let header_len = self.header.len() as u64;
         let header_part = if start < header_len {
-            self.header.slice(start as usize..end.min(header_len) as usize)
+            self.header
+                .slice(start as usize..end.min(header_len) as usize)
         } else {
             Bytes::new()
         };
@@ -120,7 +129,8 @@ impl Snapshot {
                 let len = (data_end - position).min(CHUNK_BYTES);
                 let read = web::block(move || {
                     let mut buf = vec![0u8; len as usize];
-                    file.read_exact_at(&mut buf, data_start + position).map(|_| buf)
+                    file.read_exact_at(&mut buf, data_start + position)
+                        .map(|_| buf)
                 })
                 .await;
                 let chunk = match read {
@@ -166,7 +176,11 @@ fn parse_range(value: &str, total: u64) -> Option<Result<(u64, u64), ()>> {
             number(last)?.checked_add(1)?.min(total)
         };
         if start >= total || start >= end {
-            return if last.is_empty() || number(last)? >= start { Some(Err(())) } else { None };
+            return if last.is_empty() || number(last)? >= start {
+                Some(Err(()))
+            } else {
+                None
+            };
         }
         (start, end)
     };

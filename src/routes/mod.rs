@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod download;
+pub mod pages;
 pub mod ws;
 
 use actix_web::web::ServiceConfig;
@@ -9,4 +10,5 @@ use actix_web::web::ServiceConfig;
 pub fn configure(cfg: &mut ServiceConfig) {
     api::configure(cfg);
     ws::configure(cfg);
+    pages::configure(cfg);
 }

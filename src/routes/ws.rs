@@ -54,10 +54,15 @@ impl RequestedFormat {
 fn parse_query(query: &str) -> Result<(TrackName, RequestedFormat), ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|_| ApiError::InvalidTrack("the query string is not valid".into()))?;
-    let value = |name: &str| pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
-    let track = value("track")
-        .and_then(TrackName::parse)
-        .ok_or_else(|| ApiError::InvalidTrack("track is 1 to 64 of A-Z, a-z, 0-9, _ and -".into()))?;
+    let value = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let track = value("track").and_then(TrackName::parse).ok_or_else(|| {
+        ApiError::InvalidTrack("track is 1 to 64 of A-Z, a-z, 0-9, _ and -".into())
+    })?;
     let bad = |what: &str| ApiError::InvalidFormat(what.to_string());
     let mut requested = RequestedFormat::default();
     if let Some(rate) = value("sampleRate") {
@@ -75,7 +80,11 @@ fn parse_query(query: &str) -> Result<(TrackName, RequestedFormat), ApiError> {
         requested.channels = Some(channels);
     }
     if let Some(sample) = value("format") {
-        requested.sample = Some(sample.parse().map_err(|_| bad("format is s16le or f32le"))?);
+        requested.sample = Some(
+            sample
+                .parse()
+                .map_err(|_| bad("format is s16le or f32le"))?,
+        );
     }
     Ok((track, requested))
 }
@@ -89,12 +98,11 @@ async fn stream_track(
     let id = session_id(&path)?;
     access::check_origin(&req, &state.config)?;
     let (track, requested) = parse_query(req.query_string())?;
-    let permit = state
-        .registry
-        .try_reserve_connection()
-        .ok_or_else(|| ApiError::TooManyConnections("the server holds as many sockets as it may".into()))?;
-    let (response, ws_session, stream) =
-        actix_ws::handle(&req, body).map_err(|error| ApiError::InvalidBody(format!("not a WebSocket upgrade: {error}")))?;
+    let permit = state.registry.try_reserve_connection().ok_or_else(|| {
+        ApiError::TooManyConnections("the server holds as many sockets as it may".into())
+    })?;
+    let (response, ws_session, stream) = actix_ws::handle(&req, body)
+        .map_err(|error| ApiError::InvalidBody(format!("not a WebSocket upgrade: {error}")))?;
 
     let (session_key, track_key) = (id.to_string(), track.to_string());
     let (format, previous) = state
@@ -119,10 +127,18 @@ async fn stream_track(
 
     // A finish that raced this attach either saw this socket (and closes it) or is seen here.
     let session_key = id.to_string();
-    let now_status = state.db(move |conn| db::sessions::find(conn, &session_key)).await?;
+    let now_status = state
+        .db(move |conn| db::sessions::find(conn, &session_key))
+        .await?;
     if now_status.is_none_or(|row| row.status == SessionStatus::Completed.as_str()) {
-        let _ = attachment.writer.socket_tx.send(SocketMsg::Detach { socket: socket_id }).await;
-        return Err(ApiError::SessionCompleted("the session was finished".into()));
+        let _ = attachment
+            .writer
+            .socket_tx
+            .send(SocketMsg::Detach { socket: socket_id })
+            .await;
+        return Err(ApiError::SessionCompleted(
+            "the session was finished".into(),
+        ));
     }
     if previous == SessionStatus::Incomplete {
         tracing::info!(session = %id, "session resumed by a socket (active)");
@@ -140,7 +156,10 @@ async fn stream_track(
         _permit: permit,
     };
     let max = state.config.max_frame_bytes;
-    let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
     actix_web::rt::spawn(socket.run(ws_session, stream, outbound_rx, attachment.ready_offset));
     Ok(response)
 }
@@ -160,7 +179,9 @@ fn prepare_track(
         };
         let previous: SessionStatus = row.status.parse().unwrap_or(SessionStatus::Completed);
         if previous == SessionStatus::Completed {
-            return Ok(Err(ApiError::SessionCompleted("the session is completed".into())));
+            return Ok(Err(ApiError::SessionCompleted(
+                "the session is completed".into(),
+            )));
         }
         let format = match db::tracks::find(conn, session, track)? {
             Some(existing) => {
@@ -175,7 +196,9 @@ fn prepare_track(
             }
             None => {
                 if db::tracks::count_for_session(conn, session)? >= MAX_TRACKS {
-                    return Ok(Err(ApiError::TooManyTracks(format!("a session holds at most {MAX_TRACKS} tracks"))));
+                    return Ok(Err(ApiError::TooManyTracks(format!(
+                        "a session holds at most {MAX_TRACKS} tracks"
+                    ))));
                 }
                 let format = requested.resolve(AudioFormat::DEFAULT);
                 db::tracks::insert(conn, &new_track_row(session, track, format))?;
@@ -184,7 +207,9 @@ fn prepare_track(
         };
         match db::sessions::activate(conn, session, domain::now())? {
             Ok(_) => Ok(Ok((format, previous))),
-            Err(_) => Ok(Err(ApiError::SessionCompleted("the session is completed".into()))),
+            Err(_) => Ok(Err(ApiError::SessionCompleted(
+                "the session is completed".into(),
+            ))),
         }
     })
 }
@@ -254,7 +279,13 @@ impl Socket {
         } else {
             self.serve(&mut session, &mut stream, &mut outbound).await
         };
-        let _ = self.writer.socket_tx.send(SocketMsg::Detach { socket: self.socket_id }).await;
+        let _ = self
+            .writer
+            .socket_tx
+            .send(SocketMsg::Detach {
+                socket: self.socket_id,
+            })
+            .await;
         if let Some(error) = &ending.error {
             let _ = session.text(error.to_string()).await;
         }
@@ -314,10 +345,17 @@ impl Socket {
                 if let Some(expected) = expected_offset {
                     error["expectedOffset"] = json!(expected);
                 }
-                return Some(Ending { code: close, error: Some(error) });
+                return Some(Ending {
+                    code: close,
+                    error: Some(error),
+                });
             }
         };
-        session.text(text.to_string()).await.err().map(|_| Ending::quiet(close::FINISHED))
+        session
+            .text(text.to_string())
+            .await
+            .err()
+            .map(|_| Ending::quiet(close::FINISHED))
     }
 
     /// Handles one message from the client; `Some` when the socket must close.
@@ -329,11 +367,19 @@ impl Socket {
         match message? {
             Ok(AggregatedMessage::Binary(bytes)) => self.on_binary(bytes).await,
             Ok(AggregatedMessage::Text(text)) => self.on_text(text.as_ref()).await,
-            Ok(AggregatedMessage::Ping(payload)) => session.pong(&payload).await.err().map(|_| Ending::quiet(close::FINISHED)),
+            Ok(AggregatedMessage::Ping(payload)) => session
+                .pong(&payload)
+                .await
+                .err()
+                .map(|_| Ending::quiet(close::FINISHED)),
             Ok(AggregatedMessage::Pong(_)) => None,
             Ok(AggregatedMessage::Close(_)) => Some(Ending::quiet(close::FINISHED)),
             Err(ProtocolError::Overflow) => Some(too_big()),
-            Err(ProtocolError::Io(error)) if error.to_string().contains("maximum continuation size") => Some(too_big()),
+            Err(ProtocolError::Io(error))
+                if error.to_string().contains("maximum continuation size") =>
+            {
+                Some(too_big())
+            }
             Err(error) => {
                 tracing::debug!(session = %self.session, %error, "websocket protocol error");
                 Some(Ending::quiet(1002))
@@ -355,13 +401,27 @@ impl Socket {
 
     async fn on_text(&self, text: &str) -> Option<Ending> {
         if text.len() > MAX_TEXT_BYTES {
-            return Some(Ending::error(1009, "too_big", "a text message is at most 4 KiB"));
+            return Some(Ending::error(
+                1009,
+                "too_big",
+                "a text message is at most 4 KiB",
+            ));
         }
         let kind = serde_json::from_str::<serde_json::Value>(text)
             .ok()
-            .and_then(|value| value.get("type").and_then(|kind| kind.as_str()).map(str::to_owned));
+            .and_then(|value| {
+                value
+                    .get("type")
+                    .and_then(|kind| kind.as_str())
+                    .map(str::to_owned)
+            });
         match kind.as_deref() {
-            Some("flush") => self.to_writer(SocketMsg::Flush { socket: self.socket_id }).await,
+            Some("flush") => {
+                self.to_writer(SocketMsg::Flush {
+                    socket: self.socket_id,
+                })
+                .await
+            }
             Some("finish") => {
                 // Finishing drains this track with the others; the writer then sends
                 // `finished` and the close through the outbound channel.
@@ -370,14 +430,22 @@ impl Socket {
                 }
                 None
             }
-            _ => Some(Ending::error(1003, "bad_message", "expected {\"type\": \"flush\"} or {\"type\": \"finish\"}")),
+            _ => Some(Ending::error(
+                1003,
+                "bad_message",
+                "expected {\"type\": \"flush\"} or {\"type\": \"finish\"}",
+            )),
         }
     }
 
     async fn to_writer(&self, message: SocketMsg) -> Option<Ending> {
         match self.writer.socket_tx.send(message).await {
             Ok(()) => None,
-            Err(_) => Some(Ending::error(close::STORAGE_FAILED, "storage_failed", "the track's writer stopped")),
+            Err(_) => Some(Ending::error(
+                close::STORAGE_FAILED,
+                "storage_failed",
+                "the track's writer stopped",
+            )),
         }
     }
 }

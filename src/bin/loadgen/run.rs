@@ -1,0 +1,450 @@
+//! A run: N recorders started on a staggered schedule, grouped into sessions, watched by the
+//! sampler, and summed up into one report. Ramp mode repeats runs with more streams each step.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::http::HttpClient;
+use crate::procstat::{Sampler, Usage};
+use crate::recorder::{self, EndMode, Gauges, Pacing, StreamOutcome, StreamPlan, Target, BYTES_PER_SECOND};
+use crate::stats::{millis, Percentiles};
+
+/// How often a progress line goes to stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything a run needs to reach the server.
+pub struct Runner {
+    pub target: Arc<Target>,
+    /// `host:port`, for the REST calls.
+    pub authority: String,
+    pub token: Option<String>,
+    pub server_pid: Option<u32>,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub mode: &'static str,
+    pub streams: usize,
+    pub tracks_per_session: usize,
+    pub pacing: Pacing,
+    pub frame_bytes: usize,
+    /// Stream `i` connects at `i * ramp_up / streams` after the start.
+    pub ramp_up: Duration,
+    pub end: EndMode,
+    pub behind_threshold: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub mode: String,
+    pub streams: usize,
+    pub tracks_per_session: usize,
+    pub sessions: usize,
+    pub paced: bool,
+    pub frame_bytes: usize,
+    /// How long each stream sends.
+    pub duration_seconds: f64,
+    pub ramp_up_seconds: f64,
+    pub end: String,
+    pub connected: usize,
+    pub failed: usize,
+    /// Why streams never got to send, by reason.
+    pub failures: BTreeMap<String, usize>,
+    /// What went wrong after `ready`, by kind.
+    pub stream_problems: BTreeMap<String, usize>,
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    /// Every connected stream's last ack equals the bytes it sent.
+    pub all_acked: bool,
+    pub streams_not_fully_acked: usize,
+    pub ack_lag: Percentiles,
+    pub connect: Percentiles,
+    pub create_session: Percentiles,
+    /// Close codes the server sent, "none" when the socket ended without one.
+    pub close_codes: BTreeMap<String, usize>,
+    /// `code`s of `{"type":"error"}` messages.
+    pub server_errors: BTreeMap<String, usize>,
+    pub behind_threshold_ms: f64,
+    /// Streams whose send schedule slipped past the threshold.
+    pub streams_behind: usize,
+    pub max_slip_ms: f64,
+    /// Acked audio, in stream-seconds.
+    pub audio_seconds: f64,
+    pub elapsed_seconds: f64,
+    /// Acked bytes over the time from the first frame to the last final ack (MB = 10^6 bytes).
+    pub throughput_mb_per_s: f64,
+    pub usage: Usage,
+    /// Empty when the run held: every stream connected, sent on time, and got everything acked.
+    pub issues: Vec<String>,
+}
+
+/// One session's recorders, and what its REST calls did.
+#[derive(Default)]
+struct GroupResult {
+    create: Option<Duration>,
+    outcomes: Vec<StreamOutcome>,
+    /// A failed REST call (create or finish), counted as a problem.
+    rest_problem: Option<String>,
+}
+
+pub async fn run(runner: &Runner, spec: &RunSpec) -> RunReport {
+    let gauges = Arc::new(Gauges::default());
+    let sampler = Sampler::start(runner.server_pid, gauges.streaming.clone());
+    let start = Instant::now() + Duration::from_millis(50);
+    let spacing = spec.ramp_up / spec.streams.max(1) as u32;
+    let tracks = spec.tracks_per_session.max(1);
+    let groups: Vec<JoinHandle<GroupResult>> = (0..spec.streams)
+        .step_by(tracks)
+        .map(|first| {
+            let schedule = Schedule {
+                start,
+                spacing,
+                first,
+                tracks: tracks.min(spec.streams - first),
+            };
+            tokio::spawn(run_group(runner.shared(), spec.clone(), schedule, gauges.clone()))
+        })
+        .collect();
+    let progress = runner
+        .progress
+        .then(|| tokio::spawn(print_progress(spec.streams, gauges.clone())));
+    let mut results = Vec::with_capacity(groups.len());
+    for group in groups {
+        results.push(group.await.unwrap_or_else(|error| GroupResult {
+            rest_problem: Some(format!("group task failed: {error}")),
+            ..GroupResult::default()
+        }));
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let usage = sampler.finish();
+    summarize(spec, results, start.elapsed(), usage)
+}
+
+impl Runner {
+    fn shared(&self) -> Arc<GroupContext> {
+        Arc::new(GroupContext {
+            target: self.target.clone(),
+            authority: self.authority.clone(),
+            token: self.token.clone(),
+        })
+    }
+}
+
+struct GroupContext {
+    target: Arc<Target>,
+    authority: String,
+    token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    spacing: Duration,
+    /// Index of the group's first stream in the run.
+    first: usize,
+    tracks: usize,
+}
+
+impl Schedule {
+    fn slot(&self, track: usize) -> Instant {
+        self.start + self.spacing * (self.first + track) as u32
+    }
+}
+
+/// Creates a session, starts one recorder task per track at its slot, and with several tracks
+/// finishes the session over REST once all of them are done (a socket's `finish` would close
+/// the session's other tracks while they still stream).
+async fn run_group(context: Arc<GroupContext>, spec: RunSpec, schedule: Schedule, gauges: Arc<Gauges>) -> GroupResult {
+    tokio::time::sleep_until(schedule.slot(0)).await;
+    let mut http = HttpClient::new(&context.authority, context.token.as_deref());
+    let title = format!("loadgen {} #{}", spec.mode, schedule.first / schedule.tracks.max(1));
+    let (session, create) = match create_session(&mut http, &title).await {
+        Ok(created) => created,
+        Err(failure) => {
+            gauges.failed.fetch_add(schedule.tracks, Ordering::Relaxed);
+            let outcomes = (0..schedule.tracks)
+                .map(|_| StreamOutcome {
+                    failure: Some(failure.clone()),
+                    ..StreamOutcome::default()
+                })
+                .collect();
+            return GroupResult {
+                outcomes,
+                ..GroupResult::default()
+            };
+        }
+    };
+    let shared_session = schedule.tracks > 1;
+    let end = if shared_session { EndMode::Close } else { spec.end };
+    let recorders: Vec<JoinHandle<StreamOutcome>> = (0..schedule.tracks)
+        .map(|track| {
+            let plan = StreamPlan {
+                session: session.clone(),
+                track: format!("t{track}"),
+                pacing: spec.pacing,
+                frame_bytes: spec.frame_bytes,
+                end,
+            };
+            let (context, gauges, slot) = (context.clone(), gauges.clone(), schedule.slot(track));
+            tokio::spawn(async move {
+                tokio::time::sleep_until(slot).await;
+                recorder::run(&context.target, plan, gauges).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(recorders.len());
+    for recorder in recorders {
+        outcomes.push(recorder.await.unwrap_or_else(|error| StreamOutcome {
+            failure: Some(format!("recorder task failed: {error}")),
+            ..StreamOutcome::default()
+        }));
+    }
+    let mut rest_problem = None;
+    if shared_session && spec.end == EndMode::Finish {
+        let path = format!("/api/session/{session}/finish");
+        rest_problem = match http.post(&path, None).await {
+            Ok(response) if response.status == 200 => None,
+            Ok(response) => Some(format!("finish over REST: http {}", response.status)),
+            Err(error) => Some(format!("finish over REST: {:?}", error.kind())),
+        };
+    }
+    GroupResult {
+        create: Some(create),
+        outcomes,
+        rest_problem,
+    }
+}
+
+/// `POST /api/sessions`; the new id and how long the call took.
+async fn create_session(http: &mut HttpClient, title: &str) -> Result<(String, Duration), String> {
+    let body = serde_json::json!({ "title": title }).to_string();
+    let response = http
+        .post("/api/sessions", Some(&body))
+        .await
+        .map_err(|error| format!("create session: {:?}", error.kind()))?;
+    if response.status != 201 {
+        return Err(format!("create session: http {}", response.status));
+    }
+    let json = response.json().map_err(|_| "create session: not JSON".to_string())?;
+    let id = json
+        .get("id")
+        .and_then(|id| id.as_str())
+        .ok_or_else(|| "create session: no id".to_string())?;
+    Ok((id.to_string(), response.elapsed))
+}
+
+async fn print_progress(streams: usize, gauges: Arc<Gauges>) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        eprintln!(
+            "  [{:>4.0}s] connected {}/{streams}, failed {}, sending {}, sent {:.1} MB, acked {:.1} MB",
+            started.elapsed().as_secs_f64(),
+            gauges.connected.load(Ordering::Relaxed),
+            gauges.failed.load(Ordering::Relaxed),
+            gauges.streaming.load(Ordering::Relaxed),
+            gauges.bytes_sent.load(Ordering::Relaxed) as f64 / 1e6,
+            gauges.bytes_acked.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+    }
+}
+
+fn summarize(spec: &RunSpec, groups: Vec<GroupResult>, elapsed: Duration, usage: Usage) -> RunReport {
+    let mut report = RunReport {
+        mode: spec.mode.to_string(),
+        streams: spec.streams,
+        tracks_per_session: spec.tracks_per_session.max(1),
+        sessions: groups.len(),
+        paced: matches!(spec.pacing, Pacing::RealTime { .. }),
+        frame_bytes: spec.frame_bytes,
+        duration_seconds: match spec.pacing {
+            Pacing::RealTime { period, frames } => (period * frames as u32).as_secs_f64(),
+            Pacing::Unpaced { duration } => duration.as_secs_f64(),
+        },
+        ramp_up_seconds: spec.ramp_up.as_secs_f64(),
+        end: format!("{:?}", spec.end).to_lowercase(),
+        behind_threshold_ms: millis(spec.behind_threshold),
+        elapsed_seconds: elapsed.as_secs_f64(),
+        usage,
+        ..RunReport::default()
+    };
+    let mut lags = Vec::new();
+    let mut connects = Vec::new();
+    let mut creates = Vec::new();
+    let mut first_frame: Option<Instant> = None;
+    let mut last_final_ack: Option<Instant> = None;
+    for group in &groups {
+        creates.extend(group.create);
+        if let Some(problem) = &group.rest_problem {
+            *report.stream_problems.entry(problem.clone()).or_default() += 1;
+        }
+        for outcome in &group.outcomes {
+            if let Some(failure) = &outcome.failure {
+                report.failed += 1;
+                *report.failures.entry(failure.clone()).or_default() += 1;
+                continue;
+            }
+            report.connected += 1;
+            connects.extend(outcome.connect);
+            lags.extend_from_slice(&outcome.lags_us);
+            add_stream(&mut report, outcome, spec.behind_threshold);
+            first_frame = earliest(first_frame, outcome.first_frame_at);
+            last_final_ack = last_final_ack.max(outcome.final_ack_at);
+        }
+    }
+    report.all_acked = report.connected > 0 && report.streams_not_fully_acked == 0;
+    report.audio_seconds = report.bytes_acked as f64 / BYTES_PER_SECOND as f64;
+    if let (Some(first), Some(last)) = (first_frame, last_final_ack) {
+        let window = last.saturating_duration_since(first).as_secs_f64();
+        if window > 0.0 {
+            report.throughput_mb_per_s = report.bytes_acked as f64 / window / 1e6;
+        }
+    }
+    report.ack_lag = Percentiles::of(&mut lags);
+    report.connect = Percentiles::from_durations(&connects);
+    report.create_session = Percentiles::from_durations(&creates);
+    report.issues = issues(&report, None);
+    report
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Adds one connected stream's figures to the report.
+fn add_stream(report: &mut RunReport, outcome: &StreamOutcome, behind_threshold: Duration) {
+    report.bytes_sent += outcome.bytes_sent();
+    report.bytes_acked += outcome.last_ack.saturating_sub(outcome.ready_offset);
+    if !outcome.fully_acked() {
+        report.streams_not_fully_acked += 1;
+    }
+    let code = outcome.close_code.map_or("none".to_string(), |code| code.to_string());
+    *report.close_codes.entry(code).or_default() += 1;
+    if let Some(error) = &outcome.server_error {
+        *report.server_errors.entry(error.clone()).or_default() += 1;
+    }
+    if let Some(problem) = &outcome.problem {
+        *report.stream_problems.entry(problem.clone()).or_default() += 1;
+    }
+    if outcome.max_slip > behind_threshold {
+        report.streams_behind += 1;
+    }
+    report.max_slip_ms = report.max_slip_ms.max(millis(outcome.max_slip));
+}
+
+/// Why a run did not hold; empty when it did. `p99_bound` adds the ack-lag criterion.
+pub fn issues(report: &RunReport, p99_bound: Option<Duration>) -> Vec<String> {
+    let mut issues = Vec::new();
+    if report.failed > 0 {
+        issues.push(format!("{} of {} streams failed to connect", report.failed, report.streams));
+    }
+    if report.streams_not_fully_acked > 0 {
+        issues.push(format!(
+            "{} streams ended with bytes not acked ({} of {} bytes acked)",
+            report.streams_not_fully_acked, report.bytes_acked, report.bytes_sent
+        ));
+    }
+    if report.streams_behind > 0 {
+        issues.push(format!(
+            "{} streams fell behind real time (worst slip {:.0} ms)",
+            report.streams_behind, report.max_slip_ms
+        ));
+    }
+    let unexpected: usize = report
+        .close_codes
+        .iter()
+        .filter(|(code, _)| code.as_str() != "1000")
+        .map(|(_, count)| count)
+        .sum();
+    if unexpected > 0 {
+        issues.push(format!("{unexpected} streams closed other than with 1000"));
+    }
+    let problems: usize = report.stream_problems.values().sum();
+    if problems > 0 {
+        issues.push(format!("{problems} stream or session problems (see streamProblems)"));
+    }
+    if let Some(bound) = p99_bound {
+        if report.ack_lag.p99_ms > millis(bound) {
+            issues.push(format!(
+                "ack lag p99 {:.0} ms is over the bound of {:.0} ms",
+                report.ack_lag.p99_ms,
+                millis(bound)
+            ));
+        }
+    }
+    issues
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RampReport {
+    pub mode: String,
+    pub start: usize,
+    pub step: usize,
+    pub max: usize,
+    pub p99_bound_ms: f64,
+    /// The most streams that held every criterion; 0 when even the first step failed.
+    pub largest_held: usize,
+    pub stopped_because: Option<String>,
+    pub steps: Vec<RunReport>,
+}
+
+pub struct RampPlan {
+    pub start: usize,
+    pub step: usize,
+    pub max: usize,
+    pub p99_bound: Duration,
+    /// Between steps, so the previous step's writers wind down.
+    pub pause: Duration,
+}
+
+/// Raises the stream count step by step until a step does not hold or `max` is passed.
+pub async fn ramp(runner: &Runner, base: &RunSpec, plan: &RampPlan, on_step: impl Fn(&RunReport)) -> RampReport {
+    let mut report = RampReport {
+        mode: "ramp".into(),
+        start: plan.start,
+        step: plan.step,
+        max: plan.max,
+        p99_bound_ms: millis(plan.p99_bound),
+        largest_held: 0,
+        stopped_because: None,
+        steps: Vec::new(),
+    };
+    let mut streams = plan.start;
+    while streams <= plan.max {
+        let spec = RunSpec {
+            streams,
+            ..base.clone()
+        };
+        let mut step = run(runner, &spec).await;
+        step.issues = issues(&step, Some(plan.p99_bound));
+        on_step(&step);
+        let held = step.issues.is_empty();
+        if !held {
+            report.stopped_because = Some(format!("at {streams} streams: {}", step.issues.join("; ")));
+        }
+        report.steps.push(step);
+        if !held {
+            break;
+        }
+        report.largest_held = streams;
+        streams += plan.step.max(1);
+        tokio::time::sleep(plan.pause).await;
+    }
+    report
+}

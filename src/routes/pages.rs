@@ -1,0 +1,425 @@
+//! The pages: `/` (the history, rendered here from the database), `/record` (the recorder's
+//! shell; its logic lives in `static/`), and the files of `static/` themselves.
+
+use actix_files::Files;
+use actix_web::http::header;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::web::{self, ServiceConfig};
+use actix_web::HttpResponse;
+use maud::{html, Markup, DOCTYPE};
+
+use crate::db;
+use crate::domain::{SessionId, SessionStatus};
+use crate::error::ApiError;
+use crate::lifecycle::{self, MAX_TITLE_CHARS};
+use crate::state::AppState;
+use crate::views::{SessionDetail, SessionView, TrackView};
+
+/// Baked in at build time, so the pages work whatever directory the server starts in.
+const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+/// The history shows the newest sessions; the API pages through the rest.
+const HISTORY_LIMIT: i64 = 100;
+/// The banner names this many interrupted sessions and counts the others.
+const BANNER_LIMIT: i64 = 10;
+
+/// Everything comes from this server: no inline script or style, no other origin.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; media-src 'self'; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.route("/", web::get().to(history))
+        .route("/record", web::get().to(recorder))
+        .service(
+            // `no-cache` revalidates (ETag): an upgraded server never runs a stale recorder.
+            web::scope("/static")
+                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-cache")))
+                .service(Files::new("", STATIC_DIR)),
+        );
+}
+
+/// What the history page shows: the newest sessions with their tracks, and the interrupted ones.
+struct History {
+    sessions: Vec<SessionDetail>,
+    total: i64,
+    incomplete: Vec<SessionView>,
+    incomplete_total: i64,
+}
+
+async fn history(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let history = load_history(&state).await?;
+    Ok(page(layout(
+        "Recordings",
+        Nav::History,
+        "/static/history.js",
+        history_body(&history),
+    )))
+}
+
+async fn load_history(state: &AppState) -> Result<History, ApiError> {
+    let (rows, total, incomplete_rows, incomplete_total) = state
+        .db(|conn| {
+            let (rows, total) = db::sessions::list(conn, None, HISTORY_LIMIT, 0)?;
+            let (incomplete, incomplete_total) =
+                db::sessions::list(conn, Some(SessionStatus::Incomplete), BANNER_LIMIT, 0)?;
+            Ok((rows, total, incomplete, incomplete_total))
+        })
+        .await?;
+    let mut sessions = Vec::with_capacity(rows.len());
+    for id in rows.iter().filter_map(|row| SessionId::parse(&row.id)) {
+        match lifecycle::detail(state, &id).await {
+            Ok(detail) => sessions.push(detail),
+            // Deleted between the list and now: it is simply gone from the page.
+            Err(ApiError::NotFound(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(History {
+        sessions,
+        total,
+        incomplete: incomplete_rows
+            .iter()
+            .map(|row| lifecycle::view(state, row))
+            .collect(),
+        incomplete_total,
+    })
+}
+
+async fn recorder() -> HttpResponse {
+    page(layout(
+        "Record",
+        Nav::Record,
+        "/static/recorder.js",
+        recorder_body(),
+    ))
+}
+
+fn page(markup: Markup) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(markup.into_string())
+}
+
+#[derive(PartialEq, Eq)]
+enum Nav {
+    History,
+    Record,
+}
+
+fn layout(title: &str, current: Nav, script: &str, body: Markup) -> Markup {
+    let here = |nav: Nav| (nav == current).then_some("page");
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · safetake" }
+                link rel="stylesheet" href="/static/app.css";
+                script type="module" src=(script) {}
+            }
+            body {
+                header.topbar {
+                    a.brand href="/" { "safetake" }
+                    nav {
+                        a href="/" aria-current=[here(Nav::History)] { "Recordings" }
+                        a href="/record" aria-current=[here(Nav::Record)] { "Record" }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn history_body(history: &History) -> Markup {
+    html! {
+        @if history.incomplete_total > 0 {
+            (recovery_banner(&history.incomplete, history.incomplete_total))
+        }
+        div.page-head {
+            h1 { "Recordings" }
+            a.button.primary href="/record" { "New recording" }
+        }
+        p #action-message .message role="status" aria-live="polite" {}
+        @if history.sessions.is_empty() {
+            p.empty { "Nothing recorded yet. " a href="/record" { "Start a recording" } "." }
+        }
+        @for detail in &history.sessions {
+            (session_card(detail))
+        }
+        @if history.total > history.sessions.len() as i64 {
+            p.more {
+                "Showing the newest " (history.sessions.len()) " of " (history.total) " sessions."
+            }
+        }
+    }
+}
+
+/// The notice at the top: interrupted sessions, whose audio is safe, and what to do with them.
+fn recovery_banner(incomplete: &[SessionView], total: i64) -> Markup {
+    html! {
+        section.notice data-testid="recovery-banner" aria-label="Interrupted recordings" {
+            h2 {
+                (total) " interrupted " (plural(total, "recording", "recordings"))
+            }
+            p { "Their audio is safe on disk. Resume to record more, or mark them complete." }
+            ul.recovery-list {
+                @for session in incomplete {
+                    li {
+                        span.recovery-title { (session.title) }
+                        " "
+                        span.muted { "last heard " (time(&session.last_heartbeat)) }
+                        span.actions { (resume_button(session)) (finish_button(session)) }
+                    }
+                }
+            }
+            @if total > incomplete.len() as i64 {
+                p.muted { "The others are in the list below." }
+            }
+        }
+    }
+}
+
+fn session_card(detail: &SessionDetail) -> Markup {
+    let session = &detail.session;
+    let status: SessionStatus = session.status.parse().unwrap_or(SessionStatus::Completed);
+    html! {
+        article.session data-testid="session" data-session-id=(session.id) data-status=(session.status) {
+            div.session-head {
+                span class={ "badge badge-" (session.status) } { (session.status) }
+                h2.session-title { (session.title) }
+            }
+            p.times {
+                "Started " (time(&session.created_at))
+                " · last heard " (time(&session.last_heartbeat))
+                @if let Some(completed) = &session.completed_at {
+                    " · completed " (time(completed))
+                }
+            }
+            div.actions {
+                @if status != SessionStatus::Completed {
+                    (resume_button(session))
+                    (finish_button(session))
+                }
+                // An active session is being recorded: it cannot be deleted (409).
+                @if status != SessionStatus::Active {
+                    button.danger type="button" data-testid="delete" data-action="delete" data-session-id=(session.id) {
+                        "Delete"
+                    }
+                }
+            }
+            (tracks(session, &detail.tracks))
+        }
+    }
+}
+
+fn resume_button(session: &SessionView) -> Markup {
+    // A link, so Resume works without script; `role` makes it the button the contract names.
+    html! {
+        a.button role="button" data-testid="resume" href={ "/record?session=" (session.id) } {
+            "Resume"
+        }
+    }
+}
+
+fn finish_button(session: &SessionView) -> Markup {
+    html! {
+        button type="button" data-testid="finish" data-action="finish" data-session-id=(session.id) {
+            "Mark complete"
+        }
+    }
+}
+
+fn tracks(session: &SessionView, tracks: &[TrackView]) -> Markup {
+    let longest = tracks
+        .iter()
+        .map(|track| track.duration_ms)
+        .max()
+        .unwrap_or(0);
+    html! {
+        details.tracks {
+            summary {
+                @if tracks.is_empty() {
+                    "No audio yet"
+                } @else {
+                    (tracks.len()) " " (plural(tracks.len() as i64, "track", "tracks"))
+                    " · " (duration(longest))
+                }
+            }
+            ul.track-list {
+                @for track in tracks {
+                    (track_item(session, track))
+                }
+            }
+        }
+    }
+}
+
+fn track_item(session: &SessionView, track: &TrackView) -> Markup {
+    let url = format!("/api/session/{}/tracks/{}.wav", session.id, track.name);
+    html! {
+        li.track data-track=(track.name) {
+            div.track-meta {
+                strong { (track.name) }
+                span { (human_size(track.size_bytes)) }
+                span { (duration(track.duration_ms)) }
+                span.muted { (track.sample_rate) " Hz" }
+            }
+            audio controls preload="none" src=(url) {}
+            a href=(url) download={ (track.name) ".wav" } { "Download" }
+        }
+    }
+}
+
+fn recorder_body() -> Markup {
+    html! {
+        section #recovery .notice hidden aria-label="Interrupted recordings" {
+            h2 { "Interrupted recordings" }
+            p { "Their audio is safe. Resume one to record more, or mark it complete." }
+            ul #recovery-list .recovery-list {}
+        }
+        section.card.recorder {
+            div.page-head {
+                h1 #recorder-heading { "New recording" }
+                span.session-line {
+                    "Session "
+                    code #session-id data-testid="session-id" {}
+                }
+            }
+            div.setup {
+                label {
+                    "Title"
+                    input #title type="text" maxlength=(MAX_TITLE_CHARS) placeholder="Episode title";
+                }
+                label {
+                    "Microphone"
+                    select #mic-source { option value="" { "Default microphone" } }
+                }
+                label {
+                    "Second source"
+                    select #second-source {
+                        option value="" { "None" }
+                        option value="tab" { "Tab or screen audio" }
+                    }
+                }
+            }
+            div.controls {
+                button #start .primary type="button" data-testid="start" { "Start recording" }
+                button #stop type="button" data-testid="stop" disabled { "Stop" }
+            }
+            dl.stats {
+                div { dt { "Elapsed" } dd #elapsed data-testid="elapsed" { "0:00.0" } }
+                div {
+                    dt { "Connection" }
+                    dd #connection data-testid="connection" data-state="idle" { "idle" }
+                }
+                div { dt { "Not yet saved" } dd #unacked data-testid="unacked" { "0.0 s" } }
+            }
+            ul #tracks .live-tracks aria-label="Tracks" {}
+            p #message .message role="status" aria-live="polite" {}
+            section #result data-testid="result" hidden {
+                h2 { "Saved" }
+                p { "Every byte is on the server. The files, in its data directory:" }
+                ul #result-files {}
+                p { a href="/" { "See all recordings" } }
+            }
+        }
+    }
+}
+
+/// An RFC 3339 time as a `<time>`: UTC text that the page's script shows in local time.
+fn time(rfc3339: &str) -> Markup {
+    let text = chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string());
+    html! { time datetime=(rfc3339) { (text) } }
+}
+
+fn plural<'a>(count: i64, one: &'a str, many: &'a str) -> &'a str {
+    if count == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// Bytes in decimal units, as file managers show them: `1.5 MB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.95 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `m:ss`, or `h:mm:ss` past an hour; rounded down like `durationMs`.
+fn duration(millis: u64) -> String {
+    let seconds = millis / 1000;
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if hours > 0 {
+        format!("{hours}:{minutes:02}:{seconds:02}")
+    } else {
+        format!("{minutes}:{seconds:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_a_file_manager() {
+        assert_eq!(human_size(44), "44 B");
+        assert_eq!(human_size(1_500), "1.5 kB");
+        assert_eq!(human_size(768_044), "768.0 kB");
+        assert_eq!(human_size(999_999), "1.0 MB");
+        assert_eq!(human_size(1_536_000_000), "1.5 GB");
+    }
+
+    #[test]
+    fn durations_round_down_and_grow_hours() {
+        assert_eq!(duration(0), "0:00");
+        assert_eq!(duration(7_999), "0:07");
+        assert_eq!(duration(61_000), "1:01");
+        assert_eq!(duration(3_723_000), "1:02:03");
+    }
+
+    #[test]
+    fn a_hostile_title_is_text() {
+        let hostile = "<script>alert(1)</script>";
+        let detail = SessionDetail {
+            session: SessionView {
+                id: "7f1c0f5e-3c1a-4a55-9c55-1b1d5d7c2a10".into(),
+                title: hostile.into(),
+                status: "incomplete".into(),
+                created_at: "2026-11-25T16:37:35.123Z".into(),
+                last_heartbeat: "2026-11-25T16:38:00.000Z".into(),
+                completed_at: None,
+            },
+            tracks: Vec::new(),
+        };
+        let markup = session_card(&detail).into_string();
+        assert!(!markup.contains(hostile));
+        assert!(markup.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    }
+
+    #[test]
+    fn times_show_utc_minutes() {
+        let markup = time("2026-11-25T16:37:35.123Z").into_string();
+        assert_eq!(
+            markup,
+            "<time datetime=\"2026-11-25T16:37:35.123Z\">2026-11-25 16:37 UTC</time>"
+        );
+    }
+}

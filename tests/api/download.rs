@@ -1,0 +1,113 @@
+//! `GET /api/session/{id}/tracks/{name}.wav`: playable snapshots and single ranges.
+
+use crate::helpers::{assert_error, pcm, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn a_track_downloads_as_the_wav_on_disk() {
+    let app = spawn_app().await;
+    let id = app.create_session().await;
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    socket.send_frame(0, &pcm(20, 4800)).await;
+    socket.flush().await;
+    socket.close().await;
+    let response = app.get(&format!("/api/session/{id}/tracks/mic.wav")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    let body = response.bytes().await.unwrap();
+    assert_eq!(
+        &body[..],
+        &std::fs::read(app.track_path(&id, "mic")).unwrap()[..]
+    );
+    let reader = hound::WavReader::new(std::io::Cursor::new(body)).unwrap();
+    assert_eq!(reader.duration(), 2400);
+}
+
+#[tokio::test]
+async fn single_ranges_are_served_and_impossible_ones_get_416() {
+    let app = spawn_app().await;
+    let id = app.create_session().await;
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    let audio = pcm(21, 1000);
+    socket.send_frame(0, &audio).await;
+    socket.flush().await;
+    let whole = std::fs::read(app.track_path(&id, "mic")).unwrap();
+    let url = app.url(&format!("/api/session/{id}/tracks/mic.wav"));
+    for (range, expected) in [
+        ("bytes=0-43", &whole[..44]),
+        ("bytes=40-59", &whole[40..60]),
+        ("bytes=-10", &whole[whole.len() - 10..]),
+        ("bytes=1000-", &whole[1000..]),
+    ] {
+        let response = app
+            .http
+            .get(&url)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206, "{range}");
+        assert!(response.headers()["content-range"]
+            .to_str()
+            .unwrap()
+            .ends_with(&format!("/{}", whole.len())));
+        assert_eq!(&response.bytes().await.unwrap()[..], expected, "{range}");
+    }
+    let response = app
+        .http
+        .get(&url)
+        .header("range", "bytes=5000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 416);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes */{}", whole.len()).as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_growing_track_downloads_as_a_consistent_snapshot() {
+    // With a long sync interval the writer holds unsynced bytes: the snapshot shows the acked ones.
+    let app =
+        spawn_app_with(|config| config.sync_interval = std::time::Duration::from_secs(60)).await;
+    let id = app.create_session().await;
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    socket.send_frame(0, &pcm(22, 600)).await;
+    socket.flush().await;
+    socket.send_frame(600, &pcm(23, 400)).await;
+    let body = app
+        .get(&format!("/api/session/{id}/tracks/mic.wav"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let reader = hound::WavReader::new(std::io::Cursor::new(&body)).unwrap();
+    assert!(reader.duration() >= 300, "at least the acked bytes");
+    assert_eq!(
+        body.len() as u64,
+        44 + u64::from(reader.duration()) * 2,
+        "header matches the data served"
+    );
+    assert_eq!(&body[44..644], &pcm(22, 600)[..]);
+}
+
+#[tokio::test]
+async fn unknown_tracks_and_hostile_names_are_404() {
+    let app = spawn_app().await;
+    let id = app.create_session().await;
+    for name in [
+        "nope.wav",
+        "mic",
+        "..%2F..%2Fsafetake.db",
+        "mic.wav.wav",
+        "%2e%2e.wav",
+    ] {
+        assert_error(
+            app.get(&format!("/api/session/{id}/tracks/{name}")).await,
+            404,
+            "not_found",
+        )
+        .await;
+    }
+}

@@ -1,0 +1,7 @@
+//! One test binary for the contract's promises, driven through real HTTP and WebSocket clients.
+
+mod download;
+mod helpers;
+mod rest;
+mod socket;
+mod sweeper;
