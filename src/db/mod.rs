@@ -29,17 +29,17 @@ pub enum DbSetupError {
     Migrate(String),
 }
 
-/// SQLite settings every pooled connection gets: WAL so readers never wait on the writer, a
-/// busy timeout instead of instant `SQLITE_BUSY`, foreign keys for the cascades, and full sync
-/// so a session row acknowledged to a client survives a power cut.
+/// SQLite settings every pooled connection gets: a busy timeout instead of instant
+/// `SQLITE_BUSY`, foreign keys for the cascades, and full sync so a session row acknowledged to
+/// a client survives a power cut. WAL is set once, at `connect`: it is stored in the file, and
+/// switching it from many connections at once makes them fail with "database is locked".
 #[derive(Debug)]
 struct SqlitePragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-             PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
+            "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -49,16 +49,26 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
 /// scheme and there is no silent fallback: a PostgreSQL URL is refused by this build.
 pub fn connect(url: &str) -> Result<DbPool, DbSetupError> {
     let path = sqlite_path(url)?;
+    prepare_sqlite(&path)?;
     let pool = Pool::builder()
         .max_size(8)
         .connection_timeout(Duration::from_secs(5))
         .connection_customizer(Box::new(SqlitePragmas))
         .build(ConnectionManager::<SqliteConnection>::new(path))
         .map_err(|e| DbSetupError::Open(e.to_string()))?;
-    let mut conn = pool.get().map_err(|e| DbSetupError::Open(e.to_string()))?;
+    Ok(pool)
+}
+
+/// One connection, before the pool opens any: WAL mode, then the migrations.
+fn prepare_sqlite(path: &str) -> Result<(), DbSetupError> {
+    use diesel::Connection;
+    let mut conn =
+        SqliteConnection::establish(path).map_err(|e| DbSetupError::Open(e.to_string()))?;
+    conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
+        .map_err(|e| DbSetupError::Open(e.to_string()))?;
     conn.run_pending_migrations(SQLITE_MIGRATIONS)
         .map_err(|e| DbSetupError::Migrate(e.to_string()))?;
-    Ok(pool)
+    Ok(())
 }
 
 fn sqlite_path(url: &str) -> Result<String, DbSetupError> {

@@ -36,7 +36,7 @@ pub fn decode(message: Bytes, block_size: u64) -> Result<Frame, FrameError> {
         .ok_or(FrameError::TooShort)?;
     let offset = u64::from_le_bytes(header);
     let payload = message.slice(HEADER_BYTES..);
-    if offset % block_size != 0 || payload.len() as u64 % block_size != 0 {
+    if !offset.is_multiple_of(block_size) || !(payload.len() as u64).is_multiple_of(block_size) {
         return Err(FrameError::Misaligned);
     }
     Ok(Frame { offset, payload })

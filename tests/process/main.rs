@@ -1,0 +1,6 @@
+//! The real binary as a child process: killed with SIGKILL mid-stream and restarted on the same
+//! data directory, or stopped with SIGTERM. Proves the durability promises of the contract.
+
+mod crash;
+mod server;
+mod shutdown;

@@ -1,0 +1,216 @@
+//! Starts and stops the real `safetake` binary on a free loopback port and a given data dir.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts the binary and waits (bounded) until `/healthz` answers.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_safetake"))
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("the server binary starts");
+        let server = Server {
+            child: Some(child),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = server.http.get(server.url("/healthz")).send().await {
+                if response.status() == 200 {
+                    return server;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not come up; see {}",
+                data_dir.join("server.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub async fn json(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn create_session(&self) -> String {
+        let response = self
+            .http
+            .post(self.url("/api/sessions"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn connect(
+        &self,
+        id: &str,
+        query: &str,
+    ) -> (WebSocketStream<MaybeTlsStream<TcpStream>>, u64) {
+        let url = format!("ws://127.0.0.1:{}/api/session/{id}/ws?{query}", self.port);
+        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("socket opens");
+        let ready = next_json(&mut ws).await.expect("ready");
+        assert_eq!(ready["type"], "ready");
+        (ws, ready["offset"].as_u64().unwrap())
+    }
+
+    pub fn track_path(&self, id: &str, track: &str) -> PathBuf {
+        self.data_dir
+            .join("sessions")
+            .join(id)
+            .join(format!("{track}.wav"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub async fn next_json(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.ok()?? {
+            Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+pub async fn send_frame(
+    ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
+    offset: u64,
+    payload: &[u8],
+) {
+    let mut bytes = offset.to_le_bytes().to_vec();
+    bytes.extend_from_slice(payload);
+    ws.send(Message::Binary(bytes)).await.expect("send");
+}
+
+/// Deterministic audio-like bytes, different per seed.
+pub fn pcm(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
+/// The PCM bytes of a WAV after checking hound parses it and both size fields match the file.
+pub fn read_wav_data(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hound::WavReader::new(std::io::Cursor::new(&bytes)).expect("hound parses the WAV");
+    let layout = safetake::audio::wav::read_layout(bytes.len() as u64, |buf, pos| {
+        let pos = pos as usize;
+        buf.copy_from_slice(&bytes[pos..pos + buf.len()]);
+        Ok(())
+    })
+    .expect("a data chunk");
+    let start = layout.data_start as usize;
+    let declared = u32::from_le_bytes(bytes[start - 4..start].try_into().unwrap());
+    assert_eq!(
+        declared as usize,
+        bytes.len() - start,
+        "data size field matches the data"
+    );
+    let riff = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+    assert_eq!(
+        riff as usize,
+        bytes.len() - 8,
+        "RIFF size field matches the file"
+    );
+    bytes[start..].to_vec()
+}

@@ -1,0 +1,78 @@
+//! SIGTERM: every open track is flushed and finalized, sockets close with 1001, the process
+//! exits 0, and sessions stay active for their clients to come back.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::server::{pcm, read_wav_data, send_frame, Server};
+
+#[tokio::test]
+async fn sigterm_finalizes_every_track_closes_1001_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    // A minute between syncs: only the shutdown can have written these bytes.
+    let args = ["--sync-interval", "60s"];
+    let mut server = Server::start(dir.path(), &args).await;
+    let id = server.create_session().await;
+    let (mut mic, _) = server.connect(&id, "track=mic").await;
+    let (mut guest, _) = server.connect(&id, "track=guest&channels=2").await;
+    send_frame(&mut mic, 0, &pcm(1, 19_200)).await;
+    send_frame(&mut guest, 0, &pcm(2, 38_400)).await;
+    // Wait until the writers hold every byte (dataBytes counts what they accepted).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let session = server.json(&format!("/api/session/{id}")).await;
+        let sizes: Vec<u64> = session["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["dataBytes"].as_u64().unwrap())
+            .collect();
+        if sizes.iter().sum::<u64>() == 57_600 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writers never received the frames: {sizes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    });
+    for socket in [&mut mic, &mut guest] {
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("close in time")
+            {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(1001));
+    }
+    let (server, status) = status.await.unwrap();
+    assert_eq!(status.code(), Some(0), "exit code");
+    assert_eq!(
+        read_wav_data(&server.track_path(&id, "mic")),
+        pcm(1, 19_200)
+    );
+    assert_eq!(
+        read_wav_data(&server.track_path(&id, "guest")),
+        pcm(2, 38_400)
+    );
+    drop(server);
+
+    let server = Server::start(dir.path(), &args).await;
+    let session = server.json(&format!("/api/session/{id}")).await;
+    assert_eq!(
+        session["status"], "active",
+        "clients come back to an active session"
+    );
+    assert_eq!(session["tracks"][0]["dataBytes"], 19_200);
+}
