@@ -76,3 +76,26 @@ async fn sigterm_finalizes_every_track_closes_1001_and_exits_0() {
     );
     assert_eq!(session["tracks"][0]["dataBytes"], 19_200);
 }
+
+/// A bad flag or variable stops the server at start with a message naming it.
+#[test]
+fn bad_configuration_stops_the_server_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_safetake"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} {env:?} must not start");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(run(&["--session-timeout", "5x"], &[]).contains("--session-timeout"));
+    assert!(run(&["--max-frame-bytes=-1"], &[]).contains("--max-frame-bytes"));
+    assert!(run(&["--max-connections", "0"], &[]).contains("--max-connections"));
+    assert!(run(&[], &[("SAFETAKE_SYNC_INTERVAL", "soon")]).contains("--sync-interval"));
+    assert!(run(&["--bind", "0.0.0.0:0"], &[]).contains("--auth-token"));
+    assert!(run(&["--database-url", "postgres://localhost/x"], &[]).contains("--database-url"));
+}
