@@ -9,6 +9,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use tokio_util::sync::CancellationToken;
 
+use crate::access;
 use crate::audio::TrackFile;
 use crate::config::Config;
 use crate::db::{self, DbPool};
@@ -91,6 +92,8 @@ fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(64 * 1024))
+            .wrap(actix_web::middleware::from_fn(access::require_token))
+            .configure(access::configure)
             .configure(routes::configure)
     })
     .listen(listener)?

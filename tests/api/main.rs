@@ -1,5 +1,6 @@
 //! One test binary for the contract's promises, driven through real HTTP and WebSocket clients.
 
+mod access;
 mod download;
 mod helpers;
 mod rest;
