@@ -51,7 +51,11 @@ pub fn segments_for_session(
 ) -> QueryResult<Vec<SegmentRow>> {
     segments::table
         .filter(segments::session_id.eq(session_id))
-        .order((segments::track_name.asc(), segments::seq.asc()))
+        .order((
+            segments::started_at.asc(),
+            segments::start_offset.asc(),
+            segments::seq.asc(),
+        ))
         .load(conn)
 }
 

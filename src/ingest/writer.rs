@@ -258,7 +258,7 @@ impl Writer {
                 self.flush_targets.clear();
                 self.current = Some(link);
                 self.shared.connected.store(true, Ordering::Release);
-                self.record_segment().await;
+                self.record_segment();
                 let _ = reply.send(Ok(self.synced));
             }
             Control::Close { code, reply } => {
@@ -454,25 +454,28 @@ impl Writer {
         self.shared.written.store(self.synced, Ordering::Release);
     }
 
-    async fn record_segment(&self) {
+    /// Records the attach in the background: the socket's `ready` does not wait for the database,
+    /// and a database that is down costs a segment entry, never audio.
+    fn record_segment(&self) {
         let pool = self.setup.pool.clone();
         let key = self.setup.key.clone();
         let offset = self.synced;
-        let result = tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
-            db::tracks::add_segment(
-                &mut conn,
-                key.session.as_str(),
-                key.track.as_str(),
-                offset,
-                domain::now(),
-            )
-            .map_err(|e| e.to_string())
-        })
-        .await;
-        if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {
-            tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "segment not recorded");
-        }
+        let at = domain::now();
+        tokio::task::spawn_blocking(move || {
+            let result = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
+                db::tracks::add_segment(
+                    &mut conn,
+                    key.session.as_str(),
+                    key.track.as_str(),
+                    offset,
+                    at,
+                )
+                .map_err(|e| e.to_string())
+            });
+            if let Err(error) = result {
+                tracing::warn!(session = %key.session, track = %key.track, %error, "segment not recorded");
+            }
+        });
     }
 
     /// The database's `data_bytes` follows the file at each detach and close (never per frame).

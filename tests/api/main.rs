@@ -3,6 +3,7 @@
 mod access;
 mod download;
 mod helpers;
+mod hostile;
 mod rest;
 mod socket;
 mod sweeper;
