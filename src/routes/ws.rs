@@ -274,7 +274,8 @@ impl Socket {
             "channels": self.format.channels,
             "format": self.format.sample.as_str(),
         });
-        let ending = if session.text(ready.to_string()).await.is_err() {
+        let patience = self.state.config.ping_interval;
+        let ending = if !sent_in_time(patience, session.text(ready.to_string())).await {
             Ending::quiet(close::FINISHED)
         } else {
             self.serve(&mut session, &mut stream, &mut outbound).await
@@ -287,13 +288,13 @@ impl Socket {
             })
             .await;
         if let Some(error) = &ending.error {
-            let _ = session.text(error.to_string()).await;
+            sent_in_time(patience, session.text(error.to_string())).await;
         }
         let reason = CloseReason {
             code: CloseCode::from(ending.code),
             description: None,
         };
-        let _ = session.close(Some(reason)).await;
+        sent_in_time(patience, session.close(Some(reason))).await;
         tracing::info!(session = %self.session, track = %self.track, socket = self.socket_id, code = ending.code, "socket detached");
     }
 
@@ -321,7 +322,7 @@ impl Socket {
                     }
                 }
                 _ = ping.tick() => {
-                    if session.ping(b"").await.is_err() {
+                    if !sent_in_time(period, session.ping(b"")).await {
                         return Ending::quiet(close::FINISHED);
                     }
                 }
@@ -351,11 +352,9 @@ impl Socket {
                 });
             }
         };
-        session
-            .text(text.to_string())
-            .await
-            .err()
-            .map(|_| Ending::quiet(close::FINISHED))
+        let patience = self.state.config.ping_interval;
+        let sent = sent_in_time(patience, session.text(text.to_string())).await;
+        (!sent).then(|| Ending::quiet(close::TIMED_OUT))
     }
 
     /// Handles one message from the client; `Some` when the socket must close.
@@ -367,11 +366,11 @@ impl Socket {
         match message? {
             Ok(AggregatedMessage::Binary(bytes)) => self.on_binary(bytes).await,
             Ok(AggregatedMessage::Text(text)) => self.on_text(text.as_ref()).await,
-            Ok(AggregatedMessage::Ping(payload)) => session
-                .pong(&payload)
-                .await
-                .err()
-                .map(|_| Ending::quiet(close::FINISHED)),
+            Ok(AggregatedMessage::Ping(payload)) => {
+                let patience = self.state.config.ping_interval;
+                let sent = sent_in_time(patience, session.pong(&payload)).await;
+                (!sent).then(|| Ending::quiet(close::TIMED_OUT))
+            }
             Ok(AggregatedMessage::Pong(_)) => None,
             Ok(AggregatedMessage::Close(_)) => Some(Ending::quiet(close::FINISHED)),
             Err(ProtocolError::Overflow) => Some(too_big()),
@@ -448,6 +447,16 @@ impl Socket {
             )),
         }
     }
+}
+
+/// A client that reads nothing fills its TCP window and then this socket's queue; waiting on
+/// it forever would pin the socket. Within `patience` the message is sent, or the client is
+/// treated as gone.
+async fn sent_in_time<E>(
+    patience: std::time::Duration,
+    send: impl std::future::Future<Output = Result<(), E>>,
+) -> bool {
+    matches!(tokio::time::timeout(patience, send).await, Ok(Ok(())))
 }
 
 fn too_big() -> Ending {

@@ -2,5 +2,6 @@
 //! data directory, or stopped with SIGTERM. Proves the durability promises of the contract.
 
 mod crash;
+mod faults;
 mod server;
 mod shutdown;
