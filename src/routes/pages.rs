@@ -119,7 +119,9 @@ fn layout(title: &str, current: Nav, script: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · safetake" }
-                link rel="stylesheet" href="/static/app.css";
+                // No icon to fetch: the browser would ask for /favicon.ico and log a 404.
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href="/static/style.css";
                 script type="module" src=(script) {}
             }
             body {
@@ -286,7 +288,7 @@ fn recorder_body() -> Markup {
         section.card.recorder {
             div.page-head {
                 h1 #recorder-heading { "New recording" }
-                span.session-line {
+                span #session-line .session-line hidden {
                     "Session "
                     code #session-id data-testid="session-id" {}
                 }

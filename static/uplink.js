@@ -1,0 +1,318 @@
+// One track's way to the server. Every captured byte gets its offset here, once; it is kept in
+// memory and in the spool until the server acks it, and after any drop the socket comes back by
+// itself and resends from the server's `ready.offset`. So the track on disk has no gap and no
+// duplicate, whatever happens to the connection.
+
+import { getSession, socketUrl } from './api.js';
+import * as spool from './spool.js';
+
+const HEADER_BYTES = 8;
+/** What the recorder sends: one channel of 16-bit little-endian samples. */
+const CHANNELS = 1;
+const FORMAT = 's16le';
+const BYTES_PER_FRAME = CHANNELS * 2;
+/** Backoff after a drop; each delay is spread by ±20 % so many recorders do not return at once. */
+const RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000];
+/** A socket that has not said `ready` by then is given up (a half-open network) and retried. */
+const READY_TIMEOUT_MS = 8000;
+const CLOSE_REASONS = new Map([
+  [1001, 'server restarting'],
+  [1006, 'connection lost'],
+  [1011, 'server could not store audio'],
+  [4001, 'replaced by another recorder'],
+  [4009, 'gap, resending'],
+  [4408, 'timed out'],
+]);
+
+const chunkEnd = (chunk) => chunk.offset + chunk.pcm.byteLength;
+
+/**
+ * States: `idle` (no socket needed), `connecting`, `connected` (ready received), `retrying`
+ * (waiting out a backoff), and the two ends: `finished` (the session was finished) and `failed`
+ * (the track can take no more: deleted session, full track).
+ *
+ * Events: `notice` (detail: a sentence for the user), `ended` (the track reached an end).
+ */
+export class TrackUplink extends EventTarget {
+  #socket = null;
+  #sawReady = false;
+  #finishedByServer = false;
+  #spoolWarned = false;
+  #attempt = 0;
+  #retryTimer = 0;
+  #readyTimer = 0;
+  #drainWaiters = [];
+  #firstReady;
+  #resolveFirstReady;
+
+  constructor({ session, track, sampleRate }) {
+    super();
+    Object.assign(this, { session, track, sampleRate });
+    this.byteRate = sampleRate * BYTES_PER_FRAME;
+    /** Chunks not acked yet, `{offset, pcm}` in offset order. */
+    this.queue = [];
+    this.queuedBytes = 0;
+    /** The offset the next captured byte gets; known for sure once the server said `ready`. */
+    this.nextOffset = 0;
+    this.based = false;
+    this.acked = 0;
+    /** A source is feeding this track: the socket stays up even with nothing to send. */
+    this.live = false;
+    this.state = 'idle';
+    this.reason = '';
+    this.retryAt = 0;
+    this.#firstReady = new Promise((resolve) => (this.#resolveFirstReady = resolve));
+  }
+
+  /** Takes back what an earlier page kept in the spool, and sends it. */
+  restore(chunks) {
+    for (const chunk of chunks) this.#enqueue(chunk);
+    this.nextOffset = chunks.length ? chunkEnd(chunks[chunks.length - 1]) : 0;
+    this.#wake();
+  }
+
+  /** Starts feeding: resolves once the server has said where the track ends. */
+  async begin() {
+    this.live = true;
+    await spool.saveTrack(this).catch((error) => this.#spoolFailed(error));
+    this.#wake();
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the server did not answer')), 2 * READY_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([this.#firstReady, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Numbers a chunk of captured PCM, keeps it, and sends it if the socket is up. */
+  push(pcm) {
+    const chunk = { offset: this.nextOffset, pcm };
+    this.nextOffset += pcm.byteLength;
+    this.#enqueue(chunk);
+    this.#keep([chunk]);
+    if (this.state === 'connected') this.#send(chunk);
+  }
+
+  /** No more capture: asks for an ack at once; the socket closes when all is acked. */
+  end() {
+    this.live = false;
+    if (this.state === 'connected') this.#socket.send(JSON.stringify({ type: 'flush' }));
+    this.#settle();
+  }
+
+  /** Resolves when every byte is acked, or when the track has reached an end. */
+  drained() {
+    if (this.queue.length === 0 || this.isOver()) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /** The network is back: no need to wait out the backoff. */
+  retryNow() {
+    if (this.state === 'retrying' && this.retryAt > 0) this.#connect();
+  }
+
+  isOver() {
+    return this.state === 'finished' || this.state === 'failed';
+  }
+
+  wanted() {
+    return (this.live || this.queue.length > 0) && !this.isOver();
+  }
+
+  unackedSeconds() {
+    return this.queuedBytes / this.byteRate;
+  }
+
+  #wake() {
+    if (this.wanted() && !this.#socket && this.state !== 'retrying') this.#connect();
+  }
+
+  #connect() {
+    clearTimeout(this.#retryTimer);
+    const socket = new WebSocket(
+      socketUrl(this.session, {
+        track: this.track,
+        sampleRate: this.sampleRate,
+        channels: CHANNELS,
+        format: FORMAT,
+      }),
+    );
+    socket.binaryType = 'arraybuffer';
+    socket.onmessage = (event) => socket === this.#socket && this.#onMessage(event.data);
+    socket.onclose = (event) => socket === this.#socket && this.#onClose(event.code);
+    this.#socket = socket;
+    this.#sawReady = false;
+    this.state = 'connecting';
+    this.#readyTimer = setTimeout(() => this.#sawReady || socket.close(), READY_TIMEOUT_MS);
+  }
+
+  #onMessage(data) {
+    if (typeof data !== 'string') return;
+    const message = JSON.parse(data);
+    switch (message.type) {
+      case 'ready':
+        return this.#onReady(message.offset);
+      case 'ack':
+        return this.#onAck(message.offset);
+      case 'finished':
+        this.#finishedByServer = true;
+        return;
+      case 'error':
+        console.warn(`track ${this.track}: server error`, message);
+    }
+  }
+
+  #onReady(stored) {
+    clearTimeout(this.#readyTimer);
+    this.#sawReady = true;
+    this.#attempt = 0;
+    if (!this.based) {
+      // The first word from the server: new audio goes after all it holds and all we hold.
+      this.nextOffset = Math.max(this.nextOffset, stored);
+      this.based = true;
+      this.#resolveFirstReady();
+    }
+    this.#realign(stored);
+    this.state = 'connected';
+    this.reason = '';
+    this.#onAck(stored); // ready.offset is on stable storage: as good as an ack
+    for (const chunk of this.queue) this.#send(chunk);
+  }
+
+  /** Makes what we hold start exactly where the server's track ends, losing no audio. */
+  #realign(stored) {
+    const holdsFrom = this.queue.length ? this.queue[0].offset : this.nextOffset;
+    if (stored < holdsFrom) {
+      // The server lacks audio we no longer hold (the spool lost it): silence keeps every
+      // later byte at its place, in line with the other tracks.
+      const silence = { offset: stored, pcm: new Uint8Array(holdsFrom - stored) };
+      this.queue.unshift(silence);
+      this.queuedBytes += silence.pcm.byteLength;
+      this.#keep([silence]);
+      this.#notice(`${this.#seconds(silence.pcm.byteLength)} s of ${this.track} never reached the server; filled with silence`);
+    } else if (stored > this.nextOffset) {
+      // Another recorder wrote past us: our audio goes after its, rather than being taken
+      // for a resend of bytes the server already has.
+      const shift = stored - holdsFrom;
+      for (const chunk of this.queue) chunk.offset += shift;
+      this.nextOffset += shift;
+      spool.replaceTrack(this.session, this.track, this.queue).catch((error) => this.#spoolFailed(error));
+      this.#notice(`another recorder wrote to ${this.track}; this browser's audio follows it`);
+    }
+  }
+
+  #onAck(offset) {
+    this.acked = Math.max(this.acked, offset);
+    let lastDropped = null;
+    while (this.queue.length && chunkEnd(this.queue[0]) <= offset) {
+      lastDropped = this.queue.shift();
+      this.queuedBytes -= lastDropped.pcm.byteLength;
+    }
+    if (lastDropped) {
+      spool.dropThrough(this.session, this.track, lastDropped.offset).catch((error) => this.#spoolFailed(error));
+    }
+    this.#settle();
+  }
+
+  /** When nothing is left to send: wakes whoever waits, and hangs up if no source feeds us. */
+  #settle() {
+    if (this.queue.length > 0) return;
+    this.#drainWaiters.splice(0).forEach((resolve) => resolve());
+    if (!this.live && this.state === 'connected') {
+      const socket = this.#socket;
+      this.#socket = null;
+      this.state = 'idle';
+      socket.close(1000);
+    }
+  }
+
+  #onClose(code) {
+    clearTimeout(this.#readyTimer);
+    this.#socket = null;
+    if (code === 1000 || this.#finishedByServer) return this.#end('finished', 'the session was finished');
+    if (code === 4413) return this.#end('failed', 'the track is full (12 hours)');
+    if (!this.wanted()) {
+      this.state = 'idle';
+      return;
+    }
+    const reason = CLOSE_REASONS.get(code) ?? `closed (${code})`;
+    // Another recorder took the track: come back, but only after the longest wait, so two
+    // recorders of one track do not take it from each other four times a second.
+    if (code === 4001) this.#attempt = RETRY_DELAYS_MS.length - 1;
+    if (this.#sawReady) return this.#retryLater(reason);
+    // Refused before the upgrade, and a browser cannot see why: ask the API whether it is worth it.
+    this.#probe(reason);
+  }
+
+  async #probe(reason) {
+    this.state = 'retrying';
+    this.retryAt = 0;
+    try {
+      const session = await getSession(this.session);
+      if (session.status === 'completed') return this.#end('finished', 'the session was finished');
+      const stored = session.tracks.find((track) => track.name === this.track);
+      if (stored && (stored.sampleRate !== this.sampleRate || stored.channels !== CHANNELS || stored.format !== FORMAT)) {
+        return this.#end('failed', `the server's ${this.track} track has another format`);
+      }
+    } catch (error) {
+      if (error.status === 404) return this.#end('failed', 'the session was deleted');
+    }
+    this.#retryLater(reason);
+  }
+
+  #retryLater(reason) {
+    const base = RETRY_DELAYS_MS[Math.min(this.#attempt, RETRY_DELAYS_MS.length - 1)];
+    const delay = base * (0.8 + Math.random() * 0.4);
+    this.#attempt += 1;
+    this.state = 'retrying';
+    this.reason = reason;
+    this.retryAt = Date.now() + delay;
+    this.#retryTimer = setTimeout(() => {
+      if (this.wanted()) this.#connect();
+      else this.state = 'idle';
+    }, delay);
+  }
+
+  #end(state, reason) {
+    clearTimeout(this.#retryTimer);
+    this.state = state;
+    this.reason = reason;
+    this.live = false;
+    this.#drainWaiters.splice(0).forEach((resolve) => resolve());
+    this.dispatchEvent(new CustomEvent('ended', { detail: reason }));
+  }
+
+  #enqueue(chunk) {
+    this.queue.push(chunk);
+    this.queuedBytes += chunk.pcm.byteLength;
+  }
+
+  #send({ offset, pcm }) {
+    const frame = new Uint8Array(HEADER_BYTES + pcm.byteLength);
+    new DataView(frame.buffer).setBigUint64(0, BigInt(offset), true);
+    frame.set(pcm, HEADER_BYTES);
+    this.#socket.send(frame);
+  }
+
+  #keep(chunks) {
+    spool.saveChunks(this.session, this.track, chunks).catch((error) => this.#spoolFailed(error));
+  }
+
+  /** Said once: the audio still goes to the server, only the crash insurance is gone. */
+  #spoolFailed(error) {
+    if (this.#spoolWarned) return;
+    this.#spoolWarned = true;
+    this.#notice(`this browser could not keep a copy of ${this.track} (${error.message}); it is still sent`);
+  }
+
+  #notice(text) {
+    this.dispatchEvent(new CustomEvent('notice', { detail: text }));
+  }
+
+  #seconds(bytes) {
+    return (bytes / this.byteRate).toFixed(1);
+  }
+}
