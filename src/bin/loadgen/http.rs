@@ -19,7 +19,8 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> io::Result<serde_json::Value> {
-        serde_json::from_slice(&self.body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 
@@ -50,7 +51,12 @@ impl HttpClient {
 
     /// Sends one request. A kept-alive connection the server has meanwhile closed fails on
     /// first use; that one case is retried once on a fresh connection.
-    pub async fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> io::Result<Response> {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> io::Result<Response> {
         let reused = self.conn.is_some();
         let head = self.request_head(method, path, body);
         let started = Instant::now();
@@ -63,9 +69,10 @@ impl HttpClient {
             Ok(Err(_)) if reused => {
                 self.conn = None;
                 let started = Instant::now();
-                let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(&head, body))
-                    .await
-                    .map_err(|_| timed_out())??;
+                let (status, body) =
+                    tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(&head, body))
+                        .await
+                        .map_err(|_| timed_out())??;
                 Ok(Response {
                     status,
                     body,
@@ -133,7 +140,10 @@ fn bad(message: &str) -> io::Error {
 async fn read_response(conn: &mut BufReader<TcpStream>) -> io::Result<(u16, Vec<u8>, bool)> {
     let mut line = String::new();
     if conn.read_line(&mut line).await? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        ));
     }
     let status: u16 = line
         .split_whitespace()
@@ -157,13 +167,23 @@ async fn read_response(conn: &mut BufReader<TcpStream>) -> io::Result<(u16, Vec<
         };
         let value = value.trim();
         match name.to_ascii_lowercase().as_str() {
-            "content-length" => length = Some(value.parse::<usize>().map_err(|_| bad("bad Content-Length"))?),
+            "content-length" => {
+                length = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| bad("bad Content-Length"))?,
+                )
+            }
             "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
             "connection" => keep_alive = !value.eq_ignore_ascii_case("close"),
             _ => {}
         }
     }
-    let body = if chunked {
+    // RFC 9112: these statuses never carry a body, whatever the headers say.
+    let bodiless = status == 204 || status == 304 || (100..200).contains(&status);
+    let body = if bodiless {
+        Vec::new()
+    } else if chunked {
         read_chunked(conn).await?
     } else if let Some(length) = length {
         let mut body = vec![0; length];

@@ -87,7 +87,10 @@ impl Sampler {
                 loop {
                     tick.tick().await;
                     let sample = take(server_pid, &streaming);
-                    samples.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
+                    samples
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(sample);
                 }
             })
         };
@@ -102,10 +105,13 @@ impl Sampler {
     /// Stops sampling (taking a last sample) and works out the usage.
     pub fn finish(self) -> Usage {
         self.task.abort();
-        let mut samples = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut samples =
+            std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()));
         samples.push(take(self.server_pid, &self.streaming));
         Usage {
-            server: self.server_pid.and_then(|_| usage_of(&samples, |s| s.server)),
+            server: self
+                .server_pid
+                .and_then(|_| usage_of(&samples, |s| s.server)),
             client: usage_of(&samples, |s| s.client),
         }
     }
@@ -154,8 +160,14 @@ pub struct SteadyUsage {
     pub rss_kb_per_stream: f64,
 }
 
-fn usage_of(samples: &[Sample], pick: impl Fn(&Sample) -> Option<ProcSample>) -> Option<ProcessUsage> {
-    let readings: Vec<(&Sample, ProcSample)> = samples.iter().filter_map(|s| pick(s).map(|p| (s, p))).collect();
+fn usage_of(
+    samples: &[Sample],
+    pick: impl Fn(&Sample) -> Option<ProcSample>,
+) -> Option<ProcessUsage> {
+    let readings: Vec<(&Sample, ProcSample)> = samples
+        .iter()
+        .filter_map(|s| pick(s).map(|p| (s, p)))
+        .collect();
     let (first, last) = (readings.first()?, readings.last()?);
     let seconds = last.0.at.duration_since(first.0.at).as_secs_f64();
     let cpu_seconds = last.1.cpu_us.saturating_sub(first.1.cpu_us) as f64 / 1e6;
@@ -171,8 +183,15 @@ fn usage_of(samples: &[Sample], pick: impl Fn(&Sample) -> Option<ProcSample>) ->
 
 /// Between the first and the last sample taken at the peak stream count.
 fn steady_usage(readings: &[(&Sample, ProcSample)]) -> Option<SteadyUsage> {
-    let peak = readings.iter().map(|(s, _)| s.streaming).max().filter(|&peak| peak > 0)?;
-    let at_peak: Vec<_> = readings.iter().filter(|(s, _)| s.streaming == peak).collect();
+    let peak = readings
+        .iter()
+        .map(|(s, _)| s.streaming)
+        .max()
+        .filter(|&peak| peak > 0)?;
+    let at_peak: Vec<_> = readings
+        .iter()
+        .filter(|(s, _)| s.streaming == peak)
+        .collect();
     let (first, last) = (at_peak.first()?, at_peak.last()?);
     let seconds = last.0.at.duration_since(first.0.at).as_secs_f64();
     if seconds < 1.0 {
@@ -207,7 +226,8 @@ pub fn raise_open_file_limit() {
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -221,7 +241,10 @@ mod tests {
     #[test]
     fn reads_cpu_after_a_name_with_spaces() {
         let stat = "42 (a b) S 1 2 3 4 5 6 7 8 9 10 300 200 0 0";
-        assert_eq!(cpu_micros(stat), Some(500 * 1_000_000 / clock_ticks_per_second()));
+        assert_eq!(
+            cpu_micros(stat),
+            Some(500 * 1_000_000 / clock_ticks_per_second())
+        );
         assert_eq!(rss_kb("Name:\tx\nVmRSS:\t  1234 kB\n"), Some(1234));
     }
 

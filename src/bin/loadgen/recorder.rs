@@ -28,8 +28,11 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub const SAMPLE_RATE: u64 = 48_000;
 pub const BYTES_PER_SECOND: u64 = SAMPLE_RATE * 2;
 const HEADER_BYTES: usize = 8;
-/// After `finish` or our close frame, how long the server has to close the socket.
+/// After `finish` or our close frame, how long the server has to answer with its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Once both close frames have crossed, how long we wait for the server to end the TCP
+/// connection (RFC 6455 has the server close first) before closing it ourselves.
+const TCP_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Where and how to connect, shared by every recorder of a run.
 pub struct Target {
@@ -108,6 +111,8 @@ pub struct StreamOutcome {
     /// Something that went wrong after `ready` (send failed, final ack never came, ...).
     pub problem: Option<String>,
     pub finished_message: bool,
+    /// The close handshake completed but the server left the TCP connection open.
+    pub tcp_left_open: bool,
     pub first_frame_at: Option<Instant>,
     pub final_ack_at: Option<Instant>,
 }
@@ -117,8 +122,9 @@ impl StreamOutcome {
         self.end_offset.saturating_sub(self.ready_offset)
     }
 
+    /// The last ack is exactly the bytes sent: less is loss, more would be a server bug.
     pub fn fully_acked(&self) -> bool {
-        self.failure.is_none() && self.last_ack >= self.end_offset
+        self.failure.is_none() && self.last_ack == self.end_offset
     }
 }
 
@@ -154,9 +160,13 @@ async fn connect(target: &Target, plan: &StreamPlan) -> Result<(Ws, u64), String
         "{}/api/session/{}/ws?track={}&sampleRate={SAMPLE_RATE}&channels=1&format=s16le",
         target.ws_base, plan.session, plan.track
     );
-    let mut request = url.into_client_request().map_err(|e| format!("bad url: {e}"))?;
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| format!("bad url: {e}"))?;
     if let Some(token) = &target.token {
-        let value = format!("Bearer {token}").parse().map_err(|_| "bad token".to_string())?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "bad token".to_string())?;
         request.headers_mut().insert(AUTHORIZATION, value);
     }
     // Nagle off: a recorder writes one small frame every 20 ms and must not wait for ACKs.
@@ -177,7 +187,10 @@ async fn connect(target: &Target, plan: &StreamPlan) -> Result<(Ws, u64), String
             }) if kind == "ready" => Ok((ws, offset)),
             _ => Err("first message is not ready".to_string()),
         },
-        Some(Ok(Message::Close(frame))) => Err(format!("closed {} before ready", close_code(frame.as_ref()))),
+        Some(Ok(Message::Close(frame))) => Err(format!(
+            "closed {} before ready",
+            close_code(frame.as_ref())
+        )),
         Some(Ok(_)) => Err("first message is not ready".to_string()),
         Some(Err(error)) => Err(describe_ws_error(&error)),
         None => Err("closed before ready".to_string()),
@@ -192,9 +205,15 @@ fn describe_handshake_error(error: WsError) -> String {
                 .body()
                 .as_deref()
                 .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
-                .and_then(|json| json.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .and_then(|json| {
+                    json.get("error")
+                        .and_then(|e| e.as_str())
+                        .map(str::to_owned)
+                })
                 .unwrap_or_default();
-            format!("http {} {code}", response.status().as_u16()).trim_end().to_string()
+            format!("http {} {code}", response.status().as_u16())
+                .trim_end()
+                .to_string()
         }
         other => describe_ws_error(&other),
     }
@@ -242,6 +261,8 @@ struct Recorder {
     phase: Phase,
     /// Whether this recorder is counted in `gauges.streaming`.
     counted: bool,
+    /// The server's close frame arrived and the TCP grace period has started.
+    closing: bool,
     frames_sent: u64,
     /// (offset after the frame, when it was sent), oldest first, until acked.
     in_flight: VecDeque<(u64, Instant)>,
@@ -251,9 +272,16 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(ws: Ws, plan: StreamPlan, target: &Target, gauges: Arc<Gauges>, outcome: StreamOutcome) -> Recorder {
+    fn new(
+        ws: Ws,
+        plan: StreamPlan,
+        target: &Target,
+        gauges: Arc<Gauges>,
+        outcome: StreamOutcome,
+    ) -> Recorder {
         gauges.streaming.fetch_add(1, Ordering::Relaxed);
-        let hard_deadline = Instant::now() + plan.pacing.sending_time() + target.ack_timeout + CLOSE_TIMEOUT * 3;
+        let hard_deadline =
+            Instant::now() + plan.pacing.sending_time() + target.ack_timeout + CLOSE_TIMEOUT * 3;
         Recorder {
             ws,
             plan,
@@ -261,6 +289,7 @@ impl Recorder {
             outcome,
             phase: Phase::Sending,
             counted: true,
+            closing: false,
             frames_sent: 0,
             in_flight: VecDeque::new(),
             ack_timeout: target.ack_timeout,
@@ -294,7 +323,12 @@ impl Recorder {
                         self.note_problem(format!("read: {}", describe_ws_error(&error)));
                         return;
                     }
-                    None => return,
+                    None => {
+                        if self.outcome.close_code.is_none() && self.phase != Phase::Ending {
+                            self.note_problem("the connection ended without a close frame".into());
+                        }
+                        return;
+                    }
                 },
                 due = next_tick(&mut ticker), if sending && paced => {
                     if !self.send_frame(Some(due)).await {
@@ -307,11 +341,11 @@ impl Recorder {
                     }
                 }
                 () = &mut phase_timer, if !sending => {
-                    let waited_for = match self.phase {
-                        Phase::Flushing => "the final ack timed out",
-                        _ => "the server did not close the socket",
-                    };
-                    self.note_problem(waited_for.to_string());
+                    match (self.closing, self.phase) {
+                        (true, _) => self.outcome.tcp_left_open = true,
+                        (false, Phase::Flushing) => self.note_problem("the final ack timed out".into()),
+                        (false, _) => self.note_problem("no close frame from the server".into()),
+                    }
                     return;
                 }
             }
@@ -322,15 +356,23 @@ impl Recorder {
     }
 
     /// Moves to the next phase when the current one is done; `false` when a send failed.
-    async fn advance(&mut self, send_until: Option<Instant>, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
-        match self.phase {
-            Phase::Sending | Phase::Flushing if self.outcome.close_code.is_some() => {
-                // The server closed on its own: nothing more will be acked.
+    async fn advance(
+        &mut self,
+        send_until: Option<Instant>,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> bool {
+        if self.outcome.close_code.is_some() {
+            if !self.closing {
+                // The server closed (on its own, or answering us): nothing more will be acked,
+                // and only the TCP connection is left to end.
+                self.closing = true;
                 self.stop_sending();
                 self.phase = Phase::Ending;
-                timer.reset(Instant::now() + CLOSE_TIMEOUT);
-                true
+                timer.reset(Instant::now() + TCP_CLOSE_GRACE);
             }
+            return true;
+        }
+        match self.phase {
             Phase::Sending if self.done_sending(send_until) => {
                 self.stop_sending();
                 self.phase = Phase::Flushing;
@@ -374,7 +416,9 @@ impl Recorder {
         }
         self.outcome.end_offset = end;
         self.frames_sent += 1;
-        self.gauges.bytes_sent.fetch_add(self.plan.frame_bytes as u64, Ordering::Relaxed);
+        self.gauges
+            .bytes_sent
+            .fetch_add(self.plan.frame_bytes as u64, Ordering::Relaxed);
         if let Some(due) = due {
             let slip = Instant::now().saturating_duration_since(due);
             self.outcome.max_slip = self.outcome.max_slip.max(slip);
@@ -402,7 +446,9 @@ impl Recorder {
                 Ok(ServerMessage { kind, offset, code }) => match (kind.as_str(), offset) {
                     ("ack", Some(offset)) => self.on_ack(offset),
                     ("finished", _) => self.outcome.finished_message = true,
-                    ("error", _) => self.outcome.server_error = Some(code.unwrap_or_else(|| "?".into())),
+                    ("error", _) => {
+                        self.outcome.server_error = Some(code.unwrap_or_else(|| "?".into()))
+                    }
                     _ => {}
                 },
                 Err(_) => self.note_problem("the server sent text that is not JSON".to_string()),

@@ -31,9 +31,17 @@ pub fn run_table(report: &RunReport) -> String {
         report.end
     );
     let mut row = |name: &str, value: String| {
-        let _ = writeln!(out, "  {name:<22}{value}");
+        let _ = writeln!(out, "  {name:<24}{value}");
     };
-    row("connected / failed", format!("{} / {}{}", report.connected, report.failed, counts_suffix(&report.failures)));
+    row(
+        "connected / failed",
+        format!(
+            "{} / {}{}",
+            report.connected,
+            report.failed,
+            counts_suffix(&report.failures)
+        ),
+    );
     row(
         "bytes sent / acked",
         format!(
@@ -49,6 +57,25 @@ pub fn run_table(report: &RunReport) -> String {
     row("close codes", counts(&report.close_codes));
     if !report.server_errors.is_empty() {
         row("server errors", counts(&report.server_errors));
+    }
+    if report.tcp_left_open_after_close > 0 {
+        row(
+            "server kept TCP open",
+            format!(
+                "{} streams after the close handshake",
+                report.tcp_left_open_after_close
+            ),
+        );
+    }
+    if report.delete_retries > 0 || !report.delete_failures.is_empty() {
+        row(
+            "cleanup (DELETE)",
+            format!(
+                "{} retries after 503, failed: {}",
+                report.delete_retries,
+                counts(&report.delete_failures)
+            ),
+        );
     }
     if !report.stream_problems.is_empty() {
         row("stream problems", counts(&report.stream_problems));
@@ -160,13 +187,19 @@ pub fn sessions_table(report: &SessionsReport) -> String {
     };
     row(
         "first check-timeouts",
-        format!("{:.1} ms, timed out {}", report.first_sweep_ms, report.first_sweep_timed_out),
+        format!(
+            "{:.1} ms, timed out {}",
+            report.first_sweep_ms, report.first_sweep_timed_out
+        ),
     );
     row("check-timeouts (idle)", latency(&report.sweep));
     row("list random page", latency(&report.list_random_page));
     row("list first page", latency(&report.list_first_page));
     row("list last page", latency(&report.list_last_page));
-    row("list completed, random", latency(&report.list_completed_random_page));
+    row(
+        "list completed, random",
+        latency(&report.list_completed_random_page),
+    );
     row(
         "history page GET /",
         format!(
@@ -196,7 +229,10 @@ fn counts(map: &BTreeMap<String, usize>) -> String {
     if map.is_empty() {
         return "none".into();
     }
-    map.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
+    map.iter()
+        .map(|(k, v)| format!("{k} x{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn counts_suffix(map: &BTreeMap<String, usize>) -> String {
@@ -228,11 +264,16 @@ pub fn markdown_summary(dir: &Path) -> String {
     }
     if let Some(ramp) = read("ramp.json") {
         rows.push((
-            format!("ramp: largest N held (ack lag p99 <= {:.0} ms)", f(&ramp["p99BoundMs"])),
+            format!(
+                "ramp: largest N held (ack lag p99 <= {:.0} ms)",
+                f(&ramp["p99BoundMs"])
+            ),
             format!(
                 "**{}**{}",
                 ramp["largestHeld"],
-                ramp["stoppedBecause"].as_str().map_or(String::new(), |r| format!(", stopped {r}"))
+                ramp["stoppedBecause"]
+                    .as_str()
+                    .map_or(String::new(), |r| format!(", stopped {r}"))
             ),
         ));
     }
@@ -251,8 +292,16 @@ pub fn markdown_summary(dir: &Path) -> String {
                 yes_no(max_rate["allAcked"].as_bool().unwrap_or(false))
             ),
         ));
-        if let Some(cpu) = max_rate["usage"]["server"]["wholeRunCpuPercent"].as_f64() {
-            rows.push(("max-rate: server CPU".into(), format!("{cpu:.0}% of a core")));
+        let server = &max_rate["usage"]["server"];
+        if let Some(cpu) = server["wholeRunCpuPercent"].as_f64() {
+            let megabytes = f(&max_rate["bytesAcked"]) / 1e6;
+            rows.push((
+                "max-rate: server CPU".into(),
+                format!(
+                    "{cpu:.0}% of a core, {:.0} us per MB stored",
+                    f(&server["wholeRunCpuSeconds"]) * 1e6 / megabytes
+                ),
+            ));
         }
     }
     if let Some(disk) = read("disk.json") {
@@ -275,10 +324,26 @@ fn fixed_rows(label: &str, run: &Value) -> Vec<(String, String)> {
     let mut rows = vec![
         (
             format!("{label}: streams connected / failed"),
-            format!("{} / {} of {} ({:.0} s each)", run["connected"], run["failed"], run["streams"], f(&run["durationSeconds"])),
+            format!(
+                "{} / {} of {} ({:.0} s each)",
+                run["connected"],
+                run["failed"],
+                run["streams"],
+                f(&run["durationSeconds"])
+            ),
         ),
-        (format!("{label}: ack lag p50 / p90 / p99 / max"), lat_md(&run["ackLag"])),
-        (format!("{label}: connect to ready p50 / p99"), format!("{:.0} / {:.0} ms", f(&run["connect"]["p50Ms"]), f(&run["connect"]["p99Ms"]))),
+        (
+            format!("{label}: ack lag p50 / p90 / p99 / max"),
+            lat_md(&run["ackLag"]),
+        ),
+        (
+            format!("{label}: connect to ready p50 / p99"),
+            format!(
+                "{:.0} / {:.0} ms",
+                f(&run["connect"]["p50Ms"]),
+                f(&run["connect"]["p99Ms"])
+            ),
+        ),
         (
             format!("{label}: every stream fully acked"),
             format!(
@@ -289,8 +354,15 @@ fn fixed_rows(label: &str, run: &Value) -> Vec<(String, String)> {
             ),
         ),
         (
-            format!("{label}: streams behind real time (> {:.0} ms)", f(&run["behindThresholdMs"])),
-            format!("{} (worst slip {:.0} ms)", run["streamsBehind"], f(&run["maxSlipMs"])),
+            format!(
+                "{label}: streams behind real time (> {:.0} ms)",
+                f(&run["behindThresholdMs"])
+            ),
+            format!(
+                "{} (worst slip {:.0} ms)",
+                run["streamsBehind"],
+                f(&run["maxSlipMs"])
+            ),
         ),
         (format!("{label}: close codes"), map_md(&run["closeCodes"])),
     ];
@@ -345,16 +417,39 @@ fn sessions_rows(run: &Value) -> Vec<(String, String)> {
     vec![
         (
             format!("sessions ({total}): first check-timeouts"),
-            format!("{:.0} ms, timed out {}", f(&run["firstSweepMs"]), run["firstSweepTimedOut"]),
+            format!(
+                "{:.0} ms, timed out {}",
+                f(&run["firstSweepMs"]),
+                run["firstSweepTimedOut"]
+            ),
         ),
-        (format!("sessions ({total}): check-timeouts, nothing to time out"), lat_md(&run["sweep"])),
-        (format!("sessions ({total}): GET /api/sessions?limit=100, random offset"), lat_md(&run["listRandomPage"])),
-        (format!("sessions ({total}): first page"), lat_md(&run["listFirstPage"])),
-        (format!("sessions ({total}): last page"), lat_md(&run["listLastPage"])),
-        (format!("sessions ({total}): status=completed, random offset"), lat_md(&run["listCompletedRandomPage"])),
+        (
+            format!("sessions ({total}): check-timeouts, nothing to time out"),
+            lat_md(&run["sweep"]),
+        ),
+        (
+            format!("sessions ({total}): GET /api/sessions?limit=100, random offset"),
+            lat_md(&run["listRandomPage"]),
+        ),
+        (
+            format!("sessions ({total}): first page"),
+            lat_md(&run["listFirstPage"]),
+        ),
+        (
+            format!("sessions ({total}): last page"),
+            lat_md(&run["listLastPage"]),
+        ),
+        (
+            format!("sessions ({total}): status=completed, random offset"),
+            lat_md(&run["listCompletedRandomPage"]),
+        ),
         (
             format!("sessions ({total}): history page GET /"),
-            format!("http {}, {}", run["historyStatus"], lat_md(&run["historyPage"])),
+            format!(
+                "http {}, {}",
+                run["historyStatus"],
+                lat_md(&run["historyPage"])
+            ),
         ),
     ]
 }
@@ -365,7 +460,12 @@ fn ramp_steps_markdown(ramp: &Value) -> String {
     );
     for step in ramp["steps"].as_array().into_iter().flatten() {
         let steady = &step["usage"]["server"]["steady"];
-        let issues: Vec<&str> = step["issues"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let issues: Vec<&str> = step["issues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         let _ = writeln!(
             out,
             "| {} | {} | {:.0} / {:.0} | {:.0} | {} | {} | {} |",
@@ -374,9 +474,17 @@ fn ramp_steps_markdown(ramp: &Value) -> String {
             f(&step["ackLag"]["p50Ms"]),
             f(&step["ackLag"]["p99Ms"]),
             f(&step["maxSlipMs"]),
-            steady["cpuPercent"].as_f64().map_or("n/a".into(), |v| format!("{v:.0}")),
-            steady["cpuUsPerStreamSecond"].as_f64().map_or("n/a".into(), |v| format!("{v:.1}")),
-            if issues.is_empty() { "held".to_string() } else { issues.join("; ") }
+            steady["cpuPercent"]
+                .as_f64()
+                .map_or("n/a".into(), |v| format!("{v:.0}")),
+            steady["cpuUsPerStreamSecond"]
+                .as_f64()
+                .map_or("n/a".into(), |v| format!("{v:.1}")),
+            if issues.is_empty() {
+                "held".to_string()
+            } else {
+                issues.join("; ")
+            }
         );
     }
     out
@@ -398,7 +506,11 @@ fn lat_md(p: &Value) -> String {
 
 fn map_md(map: &Value) -> String {
     match map.as_object() {
-        Some(map) if !map.is_empty() => map.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", "),
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => "none".into(),
     }
 }

@@ -8,7 +8,7 @@ use diesel::Connection;
 use safetake::db;
 use safetake::db::models::SessionRow;
 use safetake::domain::{SessionId, SessionStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http::HttpClient;
 use crate::stats::Percentiles;
@@ -23,7 +23,7 @@ pub struct SeedPlan {
     pub incomplete_every: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeedReport {
     pub sessions: usize,
@@ -69,7 +69,7 @@ fn seeded_row(plan: &SeedPlan, index: usize, now: NaiveDateTime) -> SessionRow {
     let created_at = now - age;
     let status = if index < plan.active {
         SessionStatus::Active
-    } else if plan.incomplete_every > 0 && index % plan.incomplete_every == 0 {
+    } else if plan.incomplete_every > 0 && index.is_multiple_of(plan.incomplete_every) {
         SessionStatus::Incomplete
     } else {
         SessionStatus::Completed
@@ -134,11 +134,18 @@ pub async fn measure(http: &mut HttpClient, plan: &MeasurePlan) -> Result<Sessio
         .map_err(|e| format!("check-timeouts: {e}"))?;
     expect_ok(&first, "check-timeouts")?;
     report.first_sweep_ms = first.elapsed.as_secs_f64() * 1000.0;
-    report.first_sweep_timed_out = first.json().ok().and_then(|j| j["timedOut"].as_u64()).unwrap_or(0);
+    report.first_sweep_timed_out = first
+        .json()
+        .ok()
+        .and_then(|j| j["timedOut"].as_u64())
+        .unwrap_or(0);
 
     let mut sweeps = Vec::with_capacity(plan.sweeps);
     for _ in 0..plan.sweeps {
-        let response = http.post("/api/session/check-timeouts", None).await.map_err(|e| e.to_string())?;
+        let response = http
+            .post("/api/session/check-timeouts", None)
+            .await
+            .map_err(|e| e.to_string())?;
         expect_ok(&response, "check-timeouts")?;
         sweeps.push(response.elapsed);
     }
@@ -147,10 +154,16 @@ pub async fn measure(http: &mut HttpClient, plan: &MeasurePlan) -> Result<Sessio
     let mut random = Lcg::new(0x5afe_7a6e);
     let last_offset = report.total_sessions.saturating_sub(100);
     report.list_random_page = time_gets(http, plan.list_requests, |_| {
-        format!("/api/sessions?limit=100&offset={}", random.below(last_offset + 1))
+        format!(
+            "/api/sessions?limit=100&offset={}",
+            random.below(last_offset + 1)
+        )
     })
     .await?;
-    report.list_first_page = time_gets(http, plan.page_requests, |_| "/api/sessions?limit=100&offset=0".into()).await?;
+    report.list_first_page = time_gets(http, plan.page_requests, |_| {
+        "/api/sessions?limit=100&offset=0".into()
+    })
+    .await?;
     report.list_last_page = time_gets(http, plan.page_requests, |_| {
         format!("/api/sessions?limit=100&offset={last_offset}")
     })
@@ -207,7 +220,10 @@ async fn time_gets(
     let mut times: Vec<Duration> = Vec::with_capacity(count);
     for index in 0..count {
         let path = path(index);
-        let response = http.get(&path).await.map_err(|e| format!("GET {path}: {e}"))?;
+        let response = http
+            .get(&path)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
         expect_ok(&response, &path)?;
         times.push(response.elapsed);
     }
@@ -219,7 +235,11 @@ fn expect_ok(response: &crate::http::Response, what: &str) -> Result<(), String>
         return Ok(());
     }
     let body = String::from_utf8_lossy(&response.body);
-    Err(format!("{what}: http {}: {}", response.status, body.chars().take(200).collect::<String>()))
+    Err(format!(
+        "{what}: http {}: {}",
+        response.status,
+        body.chars().take(200).collect::<String>()
+    ))
 }
 
 /// A small deterministic generator for page offsets, so runs are comparable.
@@ -232,7 +252,10 @@ impl Lcg {
 
     /// Uniform enough below `bound` (> 0) for picking pages.
     fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % bound.max(1)
     }
 }

@@ -81,7 +81,10 @@ mod tests {
     fn nearest_rank_percentiles() {
         let mut values: Vec<u32> = (1..=100).rev().map(|ms| ms * 1000).collect();
         let p = Percentiles::of(&mut values);
-        assert_eq!((p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms), (100, 50.0, 90.0, 99.0, 100.0));
+        assert_eq!(
+            (p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms),
+            (100, 50.0, 90.0, 99.0, 100.0)
+        );
         assert_eq!(Percentiles::of(&mut []).count, 0);
     }
 
