@@ -130,11 +130,15 @@ fn repair_open_file(file: &File, fallback: AudioFormat) -> io::Result<(Layout, R
     if truncated > 0 {
         file.set_len(layout.data_start + data_bytes)?;
     }
-    let header_fixed =
-        read_sizes(file, &layout)? != (layout.riff_size(data_bytes), data_bytes as u32);
-    if header_fixed {
-        write_sizes(file, &layout, data_bytes)?;
-    }
+    let header_fixed = if layout == Layout::of(layout.format) {
+        rewrite_canonical_header(file, &layout, data_bytes)?
+    } else {
+        let stale = read_sizes(file, &layout)? != (layout.riff_size(data_bytes), data_bytes as u32);
+        if stale {
+            write_sizes(file, &layout, data_bytes)?;
+        }
+        stale
+    };
     if truncated > 0 || header_fixed {
         file.sync_all()?;
     }
@@ -164,6 +168,20 @@ fn rebuild_empty(
         header_fixed: true,
     };
     Ok((layout, report))
+}
+
+/// A header of this server's own length is rewritten whole if any byte of it differs from the
+/// one this server writes: a damaged GUID or byte rate would make other readers refuse the file
+/// even though the walk found the format. Returns whether it was rewritten.
+fn rewrite_canonical_header(file: &File, layout: &Layout, data_bytes: u64) -> io::Result<bool> {
+    let canonical = wav::header(layout.format, data_bytes);
+    let mut current = vec![0u8; canonical.len()];
+    file.read_exact_at(&mut current, 0)?;
+    if current == canonical {
+        return Ok(false);
+    }
+    file.write_all_at(&canonical, 0)?;
+    Ok(true)
 }
 
 fn read_sizes(file: &File, layout: &Layout) -> io::Result<(u32, u32)> {
@@ -235,5 +253,22 @@ mod tests {
         let report = TrackFile::repair(&path, stereo()).unwrap();
         assert_eq!(report.data_bytes, 0);
         assert!(hound::WavReader::open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_damaged_header_of_our_length_is_rewritten_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mic.wav");
+        let format = AudioFormat::new(48_000, 6, SampleFormat::S16le).unwrap();
+        let mut bytes = wav::header(format, 24);
+        bytes.extend_from_slice(&[5u8; 24]);
+        bytes[48] ^= 0xFF; // inside the extensible GUID
+        bytes[28] ^= 0x01; // the byte rate
+        std::fs::write(&path, &bytes).unwrap();
+        let report = TrackFile::repair(&path, stereo()).unwrap();
+        assert!(report.header_fixed);
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.spec().channels, 6);
+        assert_eq!(std::fs::read(&path).unwrap()[68..], [5u8; 24]);
     }
 }
