@@ -142,7 +142,9 @@ pub fn finish(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transiti
 
 /// Deletes a session that is not active, with its tracks and segments.
 pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<Result<(), Refusal>> {
-    conn.transaction(|conn| {
+    // Immediate: a read-then-write transaction that waits for the write lock up front, instead
+    // of failing with "database is locked" when another write lands between its read and write.
+    conn.immediate_transaction(|conn| {
         let Some(row) = find(conn, id)? else {
             return Ok(Err(Refusal::NotFound));
         };

@@ -79,7 +79,8 @@ pub fn add_segment(
     offset: u64,
     at: NaiveDateTime,
 ) -> QueryResult<()> {
-    conn.transaction(|conn| {
+    // Immediate: read-then-write, so take the write lock first (see sessions::delete).
+    conn.immediate_transaction(|conn| {
         let last: Option<i32> = segments::table
             .filter(segments::session_id.eq(session_id))
             .filter(segments::track_name.eq(name))

@@ -49,11 +49,11 @@ enum Expect {
 }
 
 fn expected(frame: &[u8], stored: u64, block: u64) -> Expect {
-    if frame.len() < 8 || (frame.len() as u64 - 8) % block != 0 {
+    if frame.len() < 8 || !(frame.len() as u64 - 8).is_multiple_of(block) {
         return Expect::Close(1007);
     }
     let offset = u64::from_le_bytes(frame[..8].try_into().unwrap());
-    if offset % block != 0 {
+    if !offset.is_multiple_of(block) {
         return Expect::Close(1007);
     }
     if offset > stored {
@@ -206,7 +206,7 @@ async fn two_sockets_racing_on_one_track_never_duplicate_or_lose_a_byte() {
                             break;
                         }
                         offset = end;
-                        if offset % (chunk * 8) == 0 {
+                        if offset.is_multiple_of(chunk * 8) {
                             tokio::task::yield_now().await;
                         }
                     }
