@@ -63,10 +63,14 @@ async fn stream_until_closed(
 ) -> (u64, Option<u16>, Vec<Value>) {
     let (ws, ready) = server.connect(id, "track=mic").await;
     let (mut sink, mut stream) = ws.split();
+    // Reads until the server closes or acks everything, within a bounded time (pings do not
+    // extend it).
+    let total = source.len() as u64;
     let reader = tokio::spawn(async move {
         let (mut acked, mut messages) = (0, Vec::new());
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while acked < total {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
                 Ok(Some(Ok(Message::Text(text)))) => {
                     let message: Value = serde_json::from_str(&text).unwrap();
                     if message["type"] == "ack" {
@@ -78,9 +82,10 @@ async fn stream_until_closed(
                     return (acked, frame.map(|f| u16::from(f.code)), messages)
                 }
                 Ok(Some(Ok(_))) => continue,
-                _ => return (acked, None, messages),
+                _ => break,
             }
         }
+        (acked, None, messages)
     });
     // Stop at the first send that does not complete: the server has closed and stopped reading.
     for (i, chunk) in source[ready as usize..].chunks(16_384).enumerate() {
