@@ -40,6 +40,9 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
     let key = id.to_string();
     let registry = state.registry.clone();
     let session_id = id.clone();
+    // Live counters are taken before the rows: a writer saves its size before it stops, so a
+    // track not live now has its final size in the row read next.
+    let live = registry.live_tracks(&session_id);
     let found = state
         .db(move |conn| {
             let Some(row) = db::sessions::find(conn, &key)? else {
@@ -56,8 +59,11 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
         .iter()
         .zip(sizes)
         .map(|(track, size)| {
-            let live = registry.live_track(&session_id, &track.name);
-            views::track_view(track, &segments, size, live.as_deref())
+            let live = live
+                .iter()
+                .find(|(name, _)| name.as_str() == track.name)
+                .map(|(_, shared)| shared.as_ref());
+            views::track_view(track, &segments, size, live)
         })
         .collect();
     Ok(SessionDetail {

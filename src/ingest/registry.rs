@@ -210,6 +210,18 @@ impl Registry {
             .map(|(_, writer)| writer.shared.clone())
     }
 
+    /// The live state of every track of a session that a writer holds now.
+    pub fn live_tracks(&self, session: &SessionId) -> Vec<(TrackName, Arc<TrackShared>)> {
+        let sessions = self.lock();
+        sessions.get(session).map_or_else(Vec::new, |entry| {
+            entry
+                .tracks
+                .iter()
+                .map(|(name, writer)| (name.clone(), writer.shared.clone()))
+                .collect()
+        })
+    }
+
     /// The latest heartbeat heard in memory for a session.
     pub fn heartbeat(&self, session: &SessionId) -> Option<NaiveDateTime> {
         let sessions = self.lock();
