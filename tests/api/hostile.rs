@@ -154,7 +154,7 @@ async fn thousands_of_quick_connects_and_drops_leave_the_server_clean() {
     let app = spawn_app_with(|config| config.max_connections = 5).await;
     let control = Control::record(&app).await;
     let id = app.create_session().await;
-    for round in 0..1000 {
+    for round in 0..2000 {
         let (socket, _) = app.connect(&id, &format!("track=t{}", round % 3)).await;
         if round % 2 == 0 {
             socket.close().await;
