@@ -8,7 +8,7 @@ async fn a_track_downloads_as_the_wav_on_disk() {
     let id = app.create_session().await;
     let (mut socket, _) = app.connect(&id, "track=mic").await;
     socket.send_frame(0, &pcm(20, 4800)).await;
-    socket.flush().await;
+    socket.flush(4800).await;
     socket.close().await;
     let response = app.get(&format!("/api/session/{id}/tracks/mic.wav")).await;
     assert_eq!(response.status(), 200);
@@ -29,7 +29,7 @@ async fn single_ranges_are_served_and_impossible_ones_get_416() {
     let (mut socket, _) = app.connect(&id, "track=mic").await;
     let audio = pcm(21, 1000);
     socket.send_frame(0, &audio).await;
-    socket.flush().await;
+    socket.flush(1000).await;
     let whole = std::fs::read(app.track_path(&id, "mic")).unwrap();
     let url = app.url(&format!("/api/session/{id}/tracks/mic.wav"));
     for (range, expected) in [
@@ -74,7 +74,7 @@ async fn a_growing_track_downloads_as_a_consistent_snapshot() {
     let id = app.create_session().await;
     let (mut socket, _) = app.connect(&id, "track=mic").await;
     socket.send_frame(0, &pcm(22, 600)).await;
-    socket.flush().await;
+    socket.flush(600).await;
     socket.send_frame(600, &pcm(23, 400)).await;
     let body = app
         .get(&format!("/api/session/{id}/tracks/mic.wav"))

@@ -23,7 +23,7 @@ impl Control {
         let (mut socket, _) = app.connect(&id, "track=mic").await;
         let audio = pcm(999, 48_000);
         socket.send_frame(0, &audio).await;
-        assert_eq!(socket.flush().await, audio.len() as u64);
+        assert_eq!(socket.flush(audio.len() as u64).await, audio.len() as u64);
         socket.close().await;
         app.post(&format!("/api/session/{id}/finish"), None).await;
         let file = std::fs::read(app.track_path(&id, "mic")).unwrap();
@@ -94,7 +94,11 @@ async fn random_frames_do_what_the_contract_says_and_nothing_else() {
             Expect::Append(fresh) => {
                 let start = bytes.len() - fresh;
                 model.extend_from_slice(&bytes[start..]);
-                assert_eq!(socket.flush().await, model.len() as u64, "case {case}");
+                assert_eq!(
+                    socket.flush(model.len() as u64).await,
+                    model.len() as u64,
+                    "case {case}"
+                );
             }
             Expect::Close(code) => {
                 let closed = socket.expect_close().await;
@@ -221,7 +225,7 @@ async fn two_sockets_racing_on_one_track_never_duplicate_or_lose_a_byte() {
     let (mut socket, ready) = app.connect(&id, "track=mic").await;
     let offset = ready["offset"].as_u64().unwrap() as usize;
     socket.send_frame(offset as u64, &source[offset..]).await;
-    assert_eq!(socket.flush().await, source.len() as u64);
+    assert_eq!(socket.flush(source.len() as u64).await, source.len() as u64);
     assert!(
         read_wav_data(&app.track_path(&id, "mic")) == source,
         "stored bytes are the source, once"

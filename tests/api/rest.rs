@@ -311,7 +311,7 @@ async fn delete_refuses_active_sessions_and_removes_the_files_of_others() {
     let id = app.create_session().await;
     let (mut socket, _) = app.connect(&id, "track=mic").await;
     socket.send_frame(0, &[1, 2, 3, 4]).await;
-    socket.flush().await;
+    socket.flush(4).await;
     socket.close().await;
     let response = app
         .http

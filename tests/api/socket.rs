@@ -32,7 +32,7 @@ async fn acked_frames_are_on_disk_byte_for_byte() {
     for (i, chunk) in audio.chunks(1920).enumerate() {
         socket.send_frame((i * 1920) as u64, chunk).await;
     }
-    assert_eq!(socket.flush().await, audio.len() as u64);
+    assert_eq!(socket.flush(audio.len() as u64).await, audio.len() as u64);
     assert_eq!(read_wav_data(&app.track_path(&id, "mic")), audio);
     let track = app.track(&id, "mic").await;
     assert_eq!(track["dataBytes"], audio.len());
@@ -62,7 +62,7 @@ async fn resent_bytes_are_stored_once() {
     socket.send_frame(1000, &audio[1000..3000]).await; // half old, half new
     socket.send_frame(3000, &audio[3000..]).await;
     socket.send_frame(2000, &audio[2000..]).await; // entirely old again
-    assert_eq!(socket.flush().await, 4000);
+    assert_eq!(socket.flush(4000).await, 4000);
     assert_eq!(read_wav_data(&app.track_path(&id, "mic")), audio);
 }
 
@@ -116,7 +116,7 @@ async fn oversized_frames_are_refused_with_1009() {
     let id = app.create_session().await;
     let (mut socket, _) = app.connect(&id, "track=mic").await;
     socket.send_frame(0, &pcm(4, 1016)).await; // exactly the limit with the header
-    assert_eq!(socket.flush().await, 1016);
+    assert_eq!(socket.flush(1016).await, 1016);
     socket.send_frame(1016, &pcm(5, 1018)).await;
     let closed = socket.expect_close().await;
     assert_eq!(closed.code, 1009);
@@ -165,14 +165,14 @@ async fn a_second_socket_takes_the_track_over_without_losing_a_byte() {
     let audio = pcm(6, 9600);
     let (mut old, _) = app.connect(&id, "track=mic").await;
     old.send_frame(0, &audio[..4800]).await;
-    old.flush().await;
+    old.flush(4800).await;
     old.send_frame(4800, &audio[4800..6400]).await;
     let (mut new, ready) = app.connect(&id, "track=mic").await;
     // The old socket's frames were drained before ready was read.
     assert_eq!(ready["offset"], 6400);
     assert_eq!(old.expect_close().await.code, 4001);
     new.send_frame(4800, &audio[4800..]).await;
-    assert_eq!(new.flush().await, 9600);
+    assert_eq!(new.flush(9600).await, 9600);
     assert_eq!(read_wav_data(&app.track_path(&id, "mic")), audio);
 }
 
@@ -183,12 +183,12 @@ async fn reconnecting_continues_at_ready_offset_and_records_a_segment() {
     let audio = pcm(7, 3000);
     let (mut socket, _) = app.connect(&id, "track=mic").await;
     socket.send_frame(0, &audio[..1000]).await;
-    socket.flush().await;
+    socket.flush(1000).await;
     socket.close().await;
     let (mut socket, ready) = app.connect(&id, "track=mic").await;
     assert_eq!(ready["offset"], 1000);
     socket.send_frame(1000, &audio[1000..]).await;
-    socket.flush().await;
+    socket.flush(3000).await;
     let track = app.track(&id, "mic").await;
     let offsets: Vec<u64> = track["segments"]
         .as_array()
@@ -268,7 +268,7 @@ async fn every_format_is_written_as_a_playable_wav() {
         assert_eq!(ready["offset"], 0);
         let audio = pcm(11, block * 100);
         socket.send_frame(0, &audio).await;
-        socket.flush().await;
+        socket.flush(audio.len() as u64).await;
         assert_eq!(read_wav_data(&app.track_path(&id, track)), audio, "{track}");
         let reader = hound::WavReader::open(app.track_path(&id, track)).unwrap();
         assert_eq!(reader.duration(), 100, "{track}");
@@ -444,7 +444,7 @@ async fn a_full_track_refuses_the_frame_with_4413() {
     };
     assert_eq!(offset, max_data - 4);
     socket.send_frame(offset, &[1, 2, 3, 4]).await;
-    assert_eq!(socket.flush().await, max_data);
+    assert_eq!(socket.flush(max_data).await, max_data);
     socket.send_frame(max_data, &[5, 6]).await;
     let closed = socket.expect_close().await;
     assert_eq!(closed.code, 4413);

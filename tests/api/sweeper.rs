@@ -26,7 +26,7 @@ async fn a_silent_socket_is_closed_4408_and_its_session_becomes_incomplete() {
     assert_eq!(ready["offset"], 1000);
     assert_eq!(app.session(&id).await["status"], "active");
     socket.send_frame(1000, &pcm(31, 10)).await;
-    socket.flush().await;
+    socket.flush(1010).await;
 }
 
 #[tokio::test]
@@ -49,5 +49,5 @@ async fn frames_keep_a_session_alive_without_database_writes_per_frame() {
     let beat =
         chrono::DateTime::parse_from_rfc3339(session["lastHeartbeat"].as_str().unwrap()).unwrap();
     assert!(chrono::Utc::now().signed_duration_since(beat) < chrono::Duration::milliseconds(600));
-    socket.flush().await;
+    socket.flush(audio.len() as u64).await;
 }
