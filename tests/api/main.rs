@@ -1,6 +1,8 @@
 //! One test binary for the contract's promises, driven through real HTTP and WebSocket clients.
 
 mod access;
+#[path = "../common/audio.rs"]
+mod audio;
 mod download;
 mod helpers;
 mod hostile;

@@ -1,6 +1,8 @@
 //! Starts and stops the real `safetake` binary on a free loopback port and a given data dir.
 
 use std::net::TcpListener;
+
+pub use crate::audio::{pcm, read_wav_data};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -172,48 +174,6 @@ pub async fn send_frame(
     offset: u64,
     payload: &[u8],
 ) {
-    let mut bytes = offset.to_le_bytes().to_vec();
-    bytes.extend_from_slice(payload);
+    let bytes = crate::audio::frame(offset, payload);
     ws.send(Message::Binary(bytes)).await.expect("send");
-}
-
-/// Deterministic audio-like bytes, different per seed.
-pub fn pcm(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 56) as u8
-        })
-        .collect()
-}
-
-/// The PCM bytes of a WAV after checking hound parses it and both size fields match the file.
-pub fn read_wav_data(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    hound::WavReader::new(std::io::Cursor::new(&bytes)).expect("hound parses the WAV");
-    let layout = safetake::audio::wav::read_layout(bytes.len() as u64, |buf, pos| {
-        let pos = pos as usize;
-        buf.copy_from_slice(&bytes[pos..pos + buf.len()]);
-        Ok(())
-    })
-    .expect("a data chunk");
-    let start = layout.data_start as usize;
-    let declared = u32::from_le_bytes(bytes[start - 4..start].try_into().unwrap());
-    assert_eq!(
-        declared as usize,
-        bytes.len() - start,
-        "data size field matches the data"
-    );
-    let riff = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
-    assert_eq!(
-        riff as usize,
-        bytes.len() - 8,
-        "RIFF size field matches the file"
-    );
-    bytes[start..].to_vec()
 }
