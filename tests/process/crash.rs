@@ -135,8 +135,7 @@ async fn sigkill_at_twenty_seeded_points_loses_nothing_acked() {
             let mut offset = ready;
             for _ in 0..frames {
                 let end = (offset as usize + track.frame_bytes).min(track.source.len());
-                let mut bytes = offset.to_le_bytes().to_vec();
-                bytes.extend_from_slice(&track.source[offset as usize..end]);
+                let bytes = crate::audio::frame(offset, &track.source[offset as usize..end]);
                 sink.send(Message::Binary(bytes)).await.unwrap();
                 offset = end as u64;
             }

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::server::{next_json, pcm, read_wav_data, send_frame, Server};
+use crate::server::{next_close_code, next_json, pcm, read_wav_data, send_frame, Server};
 
 /// A small tmpfs mounted for one test, unmounted when dropped.
 struct SmallDisk {
@@ -90,8 +90,7 @@ async fn stream_until_closed(
     // Stop at the first send that does not complete: the server has closed and stopped reading.
     for (i, chunk) in source[ready as usize..].chunks(16_384).enumerate() {
         let offset = ready + (i * 16_384) as u64;
-        let mut bytes = offset.to_le_bytes().to_vec();
-        bytes.extend_from_slice(chunk);
+        let bytes = crate::audio::frame(offset, chunk);
         let sent = tokio::time::timeout(Duration::from_secs(1), async {
             sink.send(Message::Binary(bytes)).await?;
             if i % 8 == 0 {
@@ -275,32 +274,37 @@ async fn a_client_that_vanishes_is_closed_by_the_timeout() {
         .unwrap();
     assert_eq!(next_json(&mut ws).await.unwrap()["offset"], 1920);
     // Half-open: the TCP connection stays, the client neither sends nor reads again.
-    let started = Instant::now();
-    loop {
-        let session = server.json(&format!("/api/session/{id}")).await;
-        if session["status"] == "incomplete" && session["tracks"][0]["connected"] == false {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the silent socket was never timed out"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_timed_out(&server, &id, Duration::from_secs(10), || {}).await;
     // Its place under --max-connections 1 is free again, and it heard 4408.
     let (_again, ready) = server.connect(&id, "track=mic").await;
     assert_eq!(ready, 1920);
-    let code = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("close frame buffered")
-        {
-            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
+    assert_eq!(
+        next_close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(4408)
+    );
+}
+
+/// Polls until the sweeper has made the session `incomplete` and its track has no socket,
+/// calling `each_poll` every round; fails after `within`.
+async fn wait_until_timed_out(
+    server: &Server,
+    id: &str,
+    within: Duration,
+    mut each_poll: impl FnMut(),
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        each_poll();
+        let session = server.json(&format!("/api/session/{id}")).await;
+        if session["status"] == "incomplete" && session["tracks"][0]["connected"] == false {
+            return;
         }
-    };
-    assert_eq!(code, Some(4408));
+        assert!(
+            Instant::now() < deadline,
+            "session {id} was never timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn rss_kib(pid: i32) -> u64 {
@@ -333,11 +337,7 @@ async fn a_client_that_reads_nothing_costs_bounded_memory_and_is_closed() {
     let mut offset = 0u64;
     // Send until the server stops reading (its queue to us is full), for at most 20 s.
     while started.elapsed() < Duration::from_secs(20) {
-        let frame = {
-            let mut bytes = offset.to_le_bytes().to_vec();
-            bytes.extend_from_slice(&pcm(offset, 2));
-            bytes
-        };
+        let frame = crate::audio::frame(offset, &pcm(offset, 2));
         let sent = tokio::time::timeout(Duration::from_secs(2), async {
             sink.send(Message::Binary(frame)).await?;
             for _ in 0..50 {
@@ -353,19 +353,11 @@ async fn a_client_that_reads_nothing_costs_bounded_memory_and_is_closed() {
         }
     }
     // The server stopped listening to it; the timeout then frees its place.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        peak = peak.max(rss_kib(server.pid()));
-        let session = server.json(&format!("/api/session/{id}")).await;
-        if session["status"] == "incomplete" && session["tracks"][0]["connected"] == false {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the non-reading client was never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let pid = server.pid();
+    wait_until_timed_out(&server, &id, Duration::from_secs(15), || {
+        peak = peak.max(rss_kib(pid))
+    })
+    .await;
     let url = format!(
         "ws://127.0.0.1:{}/api/session/{id}/ws?track=other",
         server.port
@@ -434,8 +426,7 @@ async fn sigterm_under_fifty_streaming_sockets_finalizes_every_track_without_a_t
                     None
                 });
                 for (i, chunk) in bytes.chunks(1920).enumerate() {
-                    let mut frame = ((i * 1920) as u64).to_le_bytes().to_vec();
-                    frame.extend_from_slice(chunk);
+                    let frame = crate::audio::frame((i * 1920) as u64, chunk);
                     if sink.send(Message::Binary(frame)).await.is_err() {
                         break;
                     }

@@ -169,6 +169,24 @@ pub async fn next_json(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> O
     }
 }
 
+/// Reads past other messages to the server's close frame, each within `within`, and returns
+/// its code.
+pub async fn next_close_code(
+    ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
+    within: Duration,
+) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(within, ws.next())
+            .await
+            .expect("a close frame in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
 pub async fn send_frame(
     ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
     offset: u64,

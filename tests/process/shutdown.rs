@@ -3,10 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
-
-use crate::server::{pcm, read_wav_data, send_frame, Server};
+use crate::server::{next_close_code, pcm, read_wav_data, send_frame, Server};
 
 #[tokio::test]
 async fn sigterm_finalizes_every_track_closes_1001_and_exits_0() {
@@ -44,17 +41,10 @@ async fn sigterm_finalizes_every_track_closes_1001_and_exits_0() {
         (server, status)
     });
     for socket in [&mut mic, &mut guest] {
-        let code = loop {
-            match tokio::time::timeout(Duration::from_secs(10), socket.next())
-                .await
-                .expect("close in time")
-            {
-                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        };
-        assert_eq!(code, Some(1001));
+        assert_eq!(
+            next_close_code(socket, Duration::from_secs(10)).await,
+            Some(1001)
+        );
     }
     let (server, status) = status.await.unwrap();
     assert_eq!(status.code(), Some(0), "exit code");
