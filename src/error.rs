@@ -121,8 +121,8 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
-impl From<r2d2_error::PoolError> for ApiError {
-    fn from(error: r2d2_error::PoolError) -> Self {
+impl From<diesel::r2d2::PoolError> for ApiError {
+    fn from(error: diesel::r2d2::PoolError) -> Self {
         tracing::error!(%error, "no database connection");
         ApiError::Database(error.to_string())
     }
@@ -132,8 +132,4 @@ impl From<actix_web::error::BlockingError> for ApiError {
     fn from(_: actix_web::error::BlockingError) -> Self {
         ApiError::Database("the blocking thread pool is gone".into())
     }
-}
-
-mod r2d2_error {
-    pub type PoolError = diesel::r2d2::PoolError;
 }

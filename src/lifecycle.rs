@@ -4,9 +4,9 @@
 use crate::db::models::{SessionRow, TrackRow};
 use crate::db::sessions::Refusal;
 use crate::db::{self};
-use crate::domain::{self, SessionId, SessionStatus};
+use crate::domain::{self, SessionId, SessionStatus, TrackName};
 use crate::error::ApiError;
-use crate::ingest::close;
+use crate::ingest::{close, Registry};
 use crate::state::AppState;
 use crate::views::{self, SessionDetail, SessionView};
 
@@ -43,6 +43,7 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
     // Live counters are taken before the rows: a writer saves its size before it stops, so a
     // track not live now has its final size in the row read next.
     let live = registry.live_tracks(&session_id);
+    let files = registry.clone();
     let found = state
         .db(move |conn| {
             let Some(row) = db::sessions::find(conn, &key)? else {
@@ -50,11 +51,12 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
             };
             let tracks = db::tracks::for_session(conn, &key)?;
             let segments = db::tracks::segments_for_session(conn, &key)?;
-            Ok(Some((row, tracks, segments)))
+            // Already on a blocking thread: the files' sizes are read here too.
+            let sizes = file_sizes(&files, &session_id, &tracks);
+            Ok(Some((row, tracks, segments, sizes)))
         })
         .await?;
-    let (row, tracks, segments) = found.ok_or_else(ApiError::session_not_found)?;
-    let sizes = file_sizes(&registry, &session_id, &tracks).await;
+    let (row, tracks, segments, sizes) = found.ok_or_else(ApiError::session_not_found)?;
     let tracks = tracks
         .iter()
         .zip(sizes)
@@ -67,32 +69,21 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
         })
         .collect();
     Ok(SessionDetail {
-        session: views::session_view(&row, registry.heartbeat(&session_id)),
+        session: views::session_view(&row, registry.heartbeat(id)),
         tracks,
     })
 }
 
-async fn file_sizes(
-    registry: &std::sync::Arc<crate::ingest::Registry>,
-    session: &SessionId,
-    tracks: &[TrackRow],
-) -> Vec<Option<u64>> {
-    let paths: Vec<_> = tracks
+/// Each track's file size on disk (`None` if it cannot be read). Blocking.
+fn file_sizes(registry: &Registry, session: &SessionId, tracks: &[TrackRow]) -> Vec<Option<u64>> {
+    tracks
         .iter()
         .map(|track| {
-            registry
-                .session_dir(session)
-                .join(format!("{}.wav", track.name))
+            let name = TrackName::parse(&track.name)?;
+            let metadata = std::fs::metadata(registry.track_path(session, &name)).ok()?;
+            Some(metadata.len())
         })
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        paths
-            .iter()
-            .map(|path| std::fs::metadata(path).ok().map(|m| m.len()))
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
+        .collect()
 }
 
 pub fn view(state: &AppState, row: &SessionRow) -> SessionView {

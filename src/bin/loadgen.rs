@@ -201,7 +201,8 @@ struct SummaryArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    procstat::raise_open_file_limit();
+    // One socket per simulated recorder, beyond the usual 1024.
+    safetake::startup::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
         .enable_all()

@@ -218,22 +218,6 @@ fn percent(cpu_seconds: f64, seconds: f64) -> f64 {
     }
 }
 
-/// Lets this process hold one socket per simulated recorder beyond the usual 1024.
-pub fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
