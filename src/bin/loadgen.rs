@@ -234,18 +234,13 @@ async fn dispatch(mode: Mode) -> Result<ExitCode, String> {
 }
 
 async fn fixed(args: FixedArgs) -> Result<ExitCode, String> {
-    let frame_bytes = paced_frame_bytes(args.frame)?;
-    let frames = (args.duration.as_secs_f64() / args.frame.as_secs_f64()).round() as u64;
-    let spec = run_spec(
+    let spec = real_time_spec(
         "fixed",
         args.streams,
         &args.streams_opts,
-        Pacing::RealTime {
-            period: args.frame,
-            frames,
-        },
-        frame_bytes,
-    );
+        args.frame,
+        args.duration,
+    )?;
     let runner = runner(&args.server, &args.streams_opts)?;
     let report = run::run(&runner, &spec).await;
     emit(&args.server, &report, || report::run_table(&report))?;
@@ -253,18 +248,13 @@ async fn fixed(args: FixedArgs) -> Result<ExitCode, String> {
 }
 
 async fn ramp(args: RampArgs) -> Result<ExitCode, String> {
-    let frame_bytes = paced_frame_bytes(args.frame)?;
-    let frames = (args.duration.as_secs_f64() / args.frame.as_secs_f64()).round() as u64;
-    let spec = run_spec(
+    let spec = real_time_spec(
         "ramp",
         args.start,
         &args.streams_opts,
-        Pacing::RealTime {
-            period: args.frame,
-            frames,
-        },
-        frame_bytes,
-    );
+        args.frame,
+        args.duration,
+    )?;
     let runner = runner(&args.server, &args.streams_opts)?;
     let plan = RampPlan {
         start: args.start,
@@ -343,6 +333,23 @@ async fn measure_sessions(args: SessionsArgs) -> Result<ExitCode, String> {
     }
     emit(&args.server, &report, || report::sessions_table(&report))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run of recorders sending `frame`-long frames at real-time pace for `duration`.
+fn real_time_spec(
+    mode: &'static str,
+    streams: usize,
+    opts: &Streams,
+    frame: Duration,
+    duration: Duration,
+) -> Result<RunSpec, String> {
+    let frame_bytes = paced_frame_bytes(frame)?;
+    let frames = (duration.as_secs_f64() / frame.as_secs_f64()).round() as u64;
+    let pacing = Pacing::RealTime {
+        period: frame,
+        frames,
+    };
+    Ok(run_spec(mode, streams, opts, pacing, frame_bytes))
 }
 
 fn run_spec(
