@@ -6,7 +6,7 @@ use crate::db::sessions::Refusal;
 use crate::db::{self};
 use crate::domain::{self, SessionId, SessionStatus, TrackName};
 use crate::error::ApiError;
-use crate::ingest::{close, Registry};
+use crate::ingest::{CloseReason, Registry};
 use crate::state::AppState;
 use crate::views::{self, SessionDetail, SessionView};
 
@@ -130,7 +130,10 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
         .db(move |conn| db::sessions::finish(conn, &key, now))
         .await?;
     let row = refused_as_error(outcome)?;
-    state.registry.close_session(id, close::FINISHED).await;
+    state
+        .registry
+        .close_session(id, CloseReason::Finished)
+        .await;
     tracing::info!(session = %id, "session finished (completed)");
     Ok(row)
 }
@@ -149,7 +152,11 @@ pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
             ))
         }
     }
-    state.registry.close_session(id, close::FINISHED).await;
+    // Only a session that is not active can be deleted, so a socket here is a late one.
+    state
+        .registry
+        .close_session(id, CloseReason::SessionDeleted)
+        .await;
     let dir = state.registry.session_dir(id);
     let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),

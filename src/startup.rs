@@ -14,7 +14,7 @@ use crate::audio::TrackFile;
 use crate::config::Config;
 use crate::db::{self, DbPool};
 use crate::domain::{SessionId, TrackName};
-use crate::ingest::{close, Registry};
+use crate::ingest::Registry;
 use crate::routes;
 use crate::state::AppState;
 use crate::sweeper;
@@ -96,6 +96,7 @@ fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
             .configure(access::configure)
             .configure(routes::configure)
     })
+    .on_connect(routes::ws::remember_connection)
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(5)
@@ -113,7 +114,7 @@ async fn stop_on_signal(state: AppState, server: ServerHandle) {
     wait_for_signal().await;
     tracing::info!("shutting down: finalizing every open track");
     server.pause().await;
-    state.registry.close_all(close::SHUTDOWN).await;
+    state.registry.close_all().await;
     if let Err(error) = sweeper::flush_heartbeats(&state).await {
         tracing::warn!(%error, "last heartbeats not written");
     }

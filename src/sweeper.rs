@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db;
 use crate::domain::{self, SessionId};
 use crate::error::ApiError;
-use crate::ingest::close;
+use crate::ingest::CloseReason;
 use crate::state::AppState;
 
 /// Writes every heartbeat heard since the last batch, in one transaction.
@@ -42,7 +42,10 @@ pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<String>, A
     for id in &timed_out {
         tracing::info!(session = %id, "session timed out (incomplete)");
         if let Some(id) = SessionId::parse(id) {
-            state.registry.close_session(&id, close::TIMED_OUT).await;
+            state
+                .registry
+                .close_session(&id, CloseReason::TimedOut)
+                .await;
         }
     }
     Ok(timed_out)

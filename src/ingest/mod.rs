@@ -2,8 +2,10 @@
 //! knows which socket owns which track and when each session was last heard.
 
 pub mod frame;
+pub mod protocol;
 pub mod registry;
 pub mod writer;
 
-pub use registry::{Attachment, ConnectionPermit, Registry, TrackKey};
-pub use writer::{close, Outbound, SocketLink, SocketMsg, TrackShared};
+pub use protocol::{CloseReason, Closing};
+pub use registry::{Attachment, ConnectionPermit, Registry};
+pub use writer::{Outbound, SocketLink, SocketMsg, TrackKey, TrackShared};

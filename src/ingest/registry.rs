@@ -8,18 +8,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::writer::{self, Control, SocketLink, SocketMsg, TrackShared, WriterHandle, WriterSetup};
+use super::protocol::CloseReason;
+use super::writer::{self, Control, SocketLink, TrackKey, TrackShared, WriterHandle, WriterSetup};
 use crate::audio::AudioFormat;
 use crate::db::DbPool;
 use crate::domain::{self, SessionId, TrackName};
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TrackKey {
-    pub session: SessionId,
-    pub track: TrackName,
-}
 
 #[derive(Default)]
 struct SessionEntry {
@@ -137,7 +132,7 @@ impl Registry {
                         pool: self.pool.clone(),
                         sync_interval: self.sync_interval,
                     };
-                    writer::spawn(setup, self.clone())
+                    writer::spawn(setup, self.retirement(key.clone()))
                 })
                 .clone();
             // Sent under the lock, so a writer deciding to stop sees it waiting.
@@ -160,43 +155,23 @@ impl Registry {
         })
     }
 
-    /// Forgets a writer that failed or stopped (only if it is still the registered one).
-    pub fn remove_writer(&self, key: &TrackKey, shared: &Arc<TrackShared>) {
-        let mut sessions = self.lock();
-        if let Some(entry) = sessions.get_mut(&key.session) {
-            if entry
-                .tracks
-                .get(&key.track)
-                .is_some_and(|w| Arc::ptr_eq(&w.shared, shared))
-            {
+    /// How the writer of `key` lets go of its track: it is forgotten (if it is still the one
+    /// registered) only when `still_idle` holds under the lock every attach sends under.
+    fn retirement(self: &Arc<Self>, key: TrackKey) -> writer::Retire {
+        let registry = Arc::downgrade(self);
+        Box::new(move |still_idle: &dyn Fn() -> bool| {
+            let Some(registry) = registry.upgrade() else {
+                return true;
+            };
+            let mut sessions = registry.lock();
+            if !still_idle() {
+                return false;
+            }
+            if let Some(entry) = sessions.get_mut(&key.session) {
                 entry.tracks.remove(&key.track);
             }
-        }
-    }
-
-    /// A writer with no socket stops only if nothing waits in its channels, checked under the
-    /// lock that every attach sends under: no attach can be lost between the check and the stop.
-    pub fn remove_writer_if_idle(
-        &self,
-        key: &TrackKey,
-        shared: &Arc<TrackShared>,
-        socket_rx: &mpsc::Receiver<SocketMsg>,
-        control_rx: &mpsc::UnboundedReceiver<Control>,
-    ) -> bool {
-        let mut sessions = self.lock();
-        if !socket_rx.is_empty() || !control_rx.is_empty() {
-            return false;
-        }
-        if let Some(entry) = sessions.get_mut(&key.session) {
-            if entry
-                .tracks
-                .get(&key.track)
-                .is_some_and(|w| Arc::ptr_eq(&w.shared, shared))
-            {
-                entry.tracks.remove(&key.track);
-            }
-        }
-        true
+            true
+        })
     }
 
     /// The live state of a track, if a writer holds it.
@@ -255,8 +230,8 @@ impl Registry {
         });
     }
 
-    /// Syncs and finalizes every live track of a session and closes its sockets with `code`.
-    pub async fn close_session(&self, session: &SessionId, code: u16) {
+    /// Syncs and finalizes every live track of a session and closes its sockets for `reason`.
+    pub async fn close_session(&self, session: &SessionId, reason: CloseReason) {
         let writers: Vec<WriterHandle> = {
             let sessions = self.lock();
             sessions
@@ -264,11 +239,11 @@ impl Registry {
                 .map(|entry| entry.tracks.values().cloned().collect())
                 .unwrap_or_default()
         };
-        close_writers(writers, code).await;
+        close_writers(writers, reason).await;
     }
 
     /// Shutdown: refuse new sockets, then sync, finalize and close every track with 1001.
-    pub async fn close_all(&self, code: u16) {
+    pub async fn close_all(&self) {
         self.shutting_down.store(true, Ordering::Release);
         let writers: Vec<WriterHandle> = {
             let sessions = self.lock();
@@ -277,18 +252,18 @@ impl Registry {
                 .flat_map(|entry| entry.tracks.values().cloned())
                 .collect()
         };
-        close_writers(writers, code).await;
+        close_writers(writers, CloseReason::ShuttingDown).await;
     }
 }
 
-async fn close_writers(writers: Vec<WriterHandle>, code: u16) {
+async fn close_writers(writers: Vec<WriterHandle>, reason: CloseReason) {
     let replies: Vec<_> = writers
         .into_iter()
         .filter_map(|writer| {
             let (reply, done) = oneshot::channel();
             writer
                 .control_tx
-                .send(Control::Close { code, reply })
+                .send(Control::Close { reason, reply })
                 .ok()
                 .map(|_| done)
         })

@@ -15,41 +15,35 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::frame::Frame;
-use super::registry::{Registry, TrackKey};
+use super::protocol::{CloseReason, Closing};
 use crate::audio::{AudioFormat, TrackFile};
 use crate::db::{self, DbPool};
-use crate::domain;
+use crate::domain::{self, SessionId, TrackName};
 
 pub type SocketId = u64;
 
-/// Close codes the writer asks a socket to close with.
-pub mod close {
-    pub const FINISHED: u16 = 1000;
-    pub const SHUTDOWN: u16 = 1001;
-    pub const STORAGE_FAILED: u16 = 1011;
-    pub const REPLACED: u16 = 4001;
-    pub const GAP: u16 = 4009;
-    pub const TIMED_OUT: u16 = 4408;
-    pub const TRACK_FULL: u16 = 4413;
+/// One track of one session: what a writer owns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TrackKey {
+    pub session: SessionId,
+    pub track: TrackName,
 }
+
+/// The writer's one way back to whoever keeps it: "forget me if `still_idle` holds under your
+/// lock". Attaches are sent under that same lock, so none is lost between the check and the stop.
+pub type Retire = Box<dyn Fn(&dyn Fn() -> bool) -> bool + Send + Sync>;
 
 /// Past this much buffered audio a sync starts before the interval is up, bounding memory.
 const EARLY_SYNC_BYTES: usize = 256 * 1024;
 
-/// What a writer tells its socket.
+/// What a writer tells its socket. After a `Close` the writer no longer listens to that socket,
+/// so nothing the socket sends afterwards can change why it closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
     Ack(u64),
-    /// Send `{"type":"error",...}`, then close with `close`.
-    Error {
-        code: &'static str,
-        message: String,
-        expected_offset: Option<u64>,
-        close: u16,
-    },
-    /// Send `{"type":"finished"}`; a `Close(1000)` follows.
+    /// Send `{"type":"finished"}`; a `Close` with [`CloseReason::Finished`] follows.
     Finished,
-    Close(u16),
+    Close(Closing),
 }
 
 /// The writer's way back to one socket.
@@ -75,9 +69,9 @@ pub enum Control {
         link: SocketLink,
         reply: oneshot::Sender<io::Result<u64>>,
     },
-    /// Sync, close the socket with `code` and report the synced size.
+    /// Sync, close the socket for `reason` and report the synced size.
     Close {
-        code: u16,
+        reason: CloseReason,
         reply: oneshot::Sender<u64>,
     },
 }
@@ -127,7 +121,7 @@ struct Writer {
 }
 
 /// Starts a writer task; it opens (and repairs) the file before it takes any message.
-pub fn spawn(setup: WriterSetup, registry: Arc<Registry>) -> WriterHandle {
+pub fn spawn(setup: WriterSetup, retire: Retire) -> WriterHandle {
     let (socket_tx, socket_rx) = mpsc::channel(64);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(TrackShared::default());
@@ -136,14 +130,14 @@ pub fn spawn(setup: WriterSetup, registry: Arc<Registry>) -> WriterHandle {
         control_tx,
         shared: shared.clone(),
     };
-    tokio::spawn(run(setup, shared, registry, socket_rx, control_rx));
+    tokio::spawn(run(setup, shared, retire, socket_rx, control_rx));
     handle
 }
 
 async fn run(
     setup: WriterSetup,
     shared: Arc<TrackShared>,
-    registry: Arc<Registry>,
+    retire: Retire,
     mut socket_rx: mpsc::Receiver<SocketMsg>,
     mut control_rx: mpsc::UnboundedReceiver<Control>,
 ) {
@@ -152,7 +146,7 @@ async fn run(
         Ok(writer) => writer,
         Err(error) => {
             tracing::error!(session = %key.session, track = %key.track, %error, "cannot open track file");
-            registry.remove_writer(&key, &shared);
+            retire(&|| true);
             refuse_attaches(&mut control_rx, &error);
             return;
         }
@@ -178,16 +172,14 @@ async fn run(
         };
         if let Err(error) = step {
             writer.fail(error);
-            registry.remove_writer(&key, &shared);
+            retire(&|| true);
             refuse_attaches(
                 &mut control_rx,
                 &io::Error::other("the track's writer failed"),
             );
             return;
         }
-        if writer.is_idle()
-            && registry.remove_writer_if_idle(&key, &shared, &socket_rx, &control_rx)
-        {
+        if writer.is_idle() && retire(&|| socket_rx.is_empty() && control_rx.is_empty()) {
             break;
         }
     }
@@ -253,7 +245,9 @@ impl Writer {
                     return Err(error);
                 }
                 if let Some(old) = self.current.take() {
-                    let _ = old.outbound.send(Outbound::Close(close::REPLACED));
+                    let _ = old
+                        .outbound
+                        .send(Outbound::Close(Closing::quiet(CloseReason::Replaced)));
                 }
                 self.flush_targets.clear();
                 self.current = Some(link);
@@ -261,13 +255,13 @@ impl Writer {
                 self.record_segment();
                 let _ = reply.send(Ok(self.synced));
             }
-            Control::Close { code, reply } => {
+            Control::Close { reason, reply } => {
                 let drained = self.drain().await;
                 if let Some(link) = self.current.take() {
-                    if code == close::FINISHED {
+                    if reason == CloseReason::Finished {
                         let _ = link.outbound.send(Outbound::Finished);
                     }
-                    let _ = link.outbound.send(Outbound::Close(code));
+                    let _ = link.outbound.send(Outbound::Close(Closing::quiet(reason)));
                 }
                 self.shared.connected.store(false, Ordering::Release);
                 self.persist_size().await;
@@ -303,15 +297,7 @@ impl Writer {
     async fn on_frame(&mut self, frame: Frame) -> io::Result<()> {
         let stored = self.written;
         if frame.offset > stored {
-            self.close_current(Outbound::Error {
-                code: "gap",
-                message: format!(
-                    "frame at offset {} but the track holds {stored} bytes",
-                    frame.offset
-                ),
-                expected_offset: Some(stored),
-                close: close::GAP,
-            });
+            self.close_current(Closing::gap(frame.offset, stored));
             return Ok(());
         }
         // A resend may overlap what is stored: only the bytes past it are new.
@@ -324,12 +310,10 @@ impl Writer {
             return Ok(());
         };
         if stored + fresh.len() as u64 > self.max_data {
-            self.close_current(Outbound::Error {
-                code: "track_full",
-                message: "a WAV file holds at most 4 GiB: continue in a new track".into(),
-                expected_offset: None,
-                close: close::TRACK_FULL,
-            });
+            self.close_current(Closing::new(
+                CloseReason::TrackFull,
+                "a WAV file holds at most 4 GiB: continue in a new track",
+            ));
             return Ok(());
         }
         self.pending.extend_from_slice(fresh);
@@ -337,11 +321,7 @@ impl Writer {
         self.shared.written.store(self.written, Ordering::Release);
         if self.pending.len() >= EARLY_SYNC_BYTES {
             // Backpressure: never hold more than one sync's worth while another is running.
-            if self.job.is_some() {
-                let done = wait_job(&mut self.job).await;
-                self.job = None;
-                self.on_job_done(done)?;
-            }
+            self.finish_job().await?;
             if self.job.is_none() && !self.pending.is_empty() {
                 self.start_sync();
             }
@@ -412,18 +392,24 @@ impl Writer {
         }
     }
 
+    /// Waits for the running sync, if any, and takes its result.
+    async fn finish_job(&mut self) -> io::Result<()> {
+        if self.job.is_none() {
+            return Ok(());
+        }
+        let done = wait_job(&mut self.job).await;
+        self.job = None;
+        self.on_job_done(done)
+    }
+
     /// Waits for the running sync and syncs whatever is left: afterwards all written is synced.
     async fn drain(&mut self) -> io::Result<()> {
         loop {
-            if self.job.is_some() {
-                let done = wait_job(&mut self.job).await;
-                self.job = None;
-                self.on_job_done(done)?;
-            } else if !self.pending.is_empty() {
-                self.start_sync();
-            } else {
+            self.finish_job().await?;
+            if self.pending.is_empty() {
                 return Ok(());
             }
+            self.start_sync();
         }
     }
 
@@ -434,8 +420,8 @@ impl Writer {
     }
 
     /// Tells the socket why it must go, and stops listening to it.
-    fn close_current(&mut self, outbound: Outbound) {
-        self.send(outbound);
+    fn close_current(&mut self, closing: Closing) {
+        self.send(Outbound::Close(closing));
         self.current = None;
         self.shared.connected.store(false, Ordering::Release);
     }
@@ -444,12 +430,10 @@ impl Writer {
     /// it, since it was never acked) and the file is left for the next writer's repair.
     fn fail(&mut self, error: io::Error) {
         tracing::error!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "storage failed");
-        self.close_current(Outbound::Error {
-            code: "storage_failed",
-            message: format!("the server could not store audio: {error}"),
-            expected_offset: None,
-            close: close::STORAGE_FAILED,
-        });
+        self.close_current(Closing::new(
+            CloseReason::StorageFailed,
+            format!("the server could not store audio: {error}"),
+        ));
         self.pending.clear();
         self.shared.written.store(self.synced, Ordering::Release);
     }

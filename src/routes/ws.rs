@@ -1,13 +1,16 @@
 //! `GET /api/session/{id}/ws`: the upgrade (every refusal happens before it) and the socket
 //! loop, which decodes frames at the edge and passes them to the track's writer in order.
 
+use std::any::Any;
+use std::future::Future;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
-use serde_json::json;
+use actix_ws::{AggregatedMessage, CloseCode, ProtocolError};
 use tokio::sync::mpsc;
 
 use super::api::{parse_plain_number, session_id};
@@ -16,18 +19,17 @@ use crate::audio::{AudioFormat, SampleFormat};
 use crate::db::{self, models::TrackRow, DbConnection};
 use crate::domain::{self, SessionId, SessionStatus, TrackName};
 use crate::error::ApiError;
-use crate::ingest::frame::{self, Frame};
+use crate::ingest::frame;
+use crate::ingest::protocol::{ClientCommand, CloseReason, Closing, ServerMessage};
 use crate::ingest::registry::now_ms;
 use crate::ingest::writer::WriterHandle;
-use crate::ingest::{close, ConnectionPermit, Outbound, SocketLink, SocketMsg, TrackKey};
+use crate::ingest::{ConnectionPermit, Outbound, SocketLink, SocketMsg, TrackKey};
 use crate::lifecycle;
 use crate::state::AppState;
 use crate::views::track_format;
 
 /// A session holds at most this many tracks, counting every track ever opened.
 pub const MAX_TRACKS: i64 = 16;
-/// Text messages are small commands; anything longer is refused.
-const MAX_TEXT_BYTES: usize = 4096;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/api/session/{id}/ws", web::get().to(stream_track));
@@ -153,6 +155,7 @@ async fn stream_track(
         socket_id,
         writer: attachment.writer,
         heartbeat_ms: attachment.heartbeat_ms,
+        connection: Connection::of(&req),
         _permit: permit,
     };
     let max = state.config.max_frame_bytes;
@@ -235,27 +238,24 @@ struct Socket {
     socket_id: u64,
     writer: WriterHandle,
     heartbeat_ms: Arc<AtomicI64>,
+    connection: Option<Connection>,
     _permit: ConnectionPermit,
 }
 
-/// Why the loop ended: the close frame to send (if any) after an optional error message.
-struct Ending {
-    code: u16,
-    error: Option<serde_json::Value>,
+/// How the socket loop ended.
+enum Ending {
+    /// The server closes, for this reason (with the error message before it, if it has one).
+    Close(Closing),
+    /// The client closed first; its close frame is echoed.
+    Echo(Option<actix_ws::CloseReason>),
+    /// The peer is dead or reads nothing: no close frame is owed, the socket is let go.
+    Drop(&'static str),
 }
 
-impl Ending {
-    fn quiet(code: u16) -> Ending {
-        Ending { code, error: None }
-    }
-
-    fn error(code: u16, error: &str, message: &str) -> Ending {
-        Ending {
-            code,
-            error: Some(json!({"type": "error", "code": error, "message": message})),
-        }
-    }
-}
+/// After our close frame, unread bytes from a client that is still sending would make the
+/// kernel answer with a reset, and the client would lose the close frame and the error before
+/// it. So the server reads and discards for at most this long, until the client's close.
+const LINGER: Duration = Duration::from_secs(2);
 
 impl Socket {
     async fn run(
@@ -265,20 +265,19 @@ impl Socket {
         mut outbound: mpsc::UnboundedReceiver<Outbound>,
         ready_offset: u64,
     ) {
-        let ready = json!({
-            "type": "ready",
-            "sessionId": self.session.as_str(),
-            "track": self.track.as_str(),
-            "offset": ready_offset,
-            "sampleRate": self.format.sample_rate,
-            "channels": self.format.channels,
-            "format": self.format.sample.as_str(),
-        });
+        let ready = ServerMessage::Ready {
+            session_id: self.session.as_str(),
+            track: self.track.as_str(),
+            offset: ready_offset,
+            sample_rate: self.format.sample_rate,
+            channels: self.format.channels,
+            format: self.format.sample.as_str(),
+        };
         let patience = self.state.config.ping_interval;
-        let ending = if !sent_in_time(patience, session.text(ready.to_string())).await {
-            Ending::quiet(close::FINISHED)
-        } else {
+        let ending = if sent_in_time(patience, session.text(ready.to_json())).await {
             self.serve(&mut session, &mut stream, &mut outbound).await
+        } else {
+            Ending::Drop("ready could not be sent in time")
         };
         let _ = self
             .writer
@@ -287,15 +286,66 @@ impl Socket {
                 socket: self.socket_id,
             })
             .await;
-        if let Some(error) = &ending.error {
-            sent_in_time(patience, session.text(error.to_string())).await;
-        }
-        let reason = CloseReason {
-            code: CloseCode::from(ending.code),
+        let code = match ending {
+            Ending::Close(closing) => {
+                if let Some(error) = closing.error_message() {
+                    sent_in_time(patience, session.text(error.to_json())).await;
+                }
+                let reason = closing.reason;
+                self.close_lingering(session, stream, reason).await;
+                Some(reason.code())
+            }
+            Ending::Echo(reason) => {
+                let code = reason.as_ref().map(|reason| u16::from(reason.code));
+                sent_in_time(patience, session.close(reason)).await;
+                self.end_connection();
+                code
+            }
+            Ending::Drop(why) => {
+                tracing::info!(session = %self.session, track = %self.track, socket = self.socket_id, why, "socket dropped");
+                self.end_connection();
+                None
+            }
+        };
+        tracing::info!(session = %self.session, track = %self.track, socket = self.socket_id, code, "socket detached");
+    }
+
+    /// Sends the close frame, then keeps reading (and discarding) until the client's close, its
+    /// end of stream, or [`LINGER`]; then ends the TCP connection.
+    async fn close_lingering(
+        &self,
+        session: actix_ws::Session,
+        mut stream: actix_ws::AggregatedMessageStream,
+        reason: CloseReason,
+    ) {
+        let patience = self.state.config.ping_interval;
+        let close = actix_ws::CloseReason {
+            code: CloseCode::from(reason.code()),
             description: None,
         };
-        sent_in_time(patience, session.close(Some(reason))).await;
-        tracing::info!(session = %self.session, track = %self.track, socket = self.socket_id, code = ending.code, "socket detached");
+        // A clone keeps the response open while we linger: actix ends the connection's
+        // outgoing side when the last session handle is dropped.
+        let keep_open = session.clone();
+        if sent_in_time(patience, session.close(Some(close))).await {
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Some(Ok(message)) = stream.recv().await {
+                    if matches!(message, AggregatedMessage::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        drop(keep_open);
+        self.end_connection();
+    }
+
+    /// Once the WebSocket is over, actix would keep the TCP connection open until the client
+    /// drops it; the server ends it instead, as RFC 6455 says it should.
+    fn end_connection(&self) {
+        if let Some(connection) = &self.connection {
+            connection.end_reading();
+        }
     }
 
     async fn serve(
@@ -306,24 +356,33 @@ impl Socket {
     ) -> Ending {
         let period = self.state.config.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 biased;
                 message = outbound.recv() => {
-                    let Some(message) = message else { return Ending::quiet(close::SHUTDOWN) };
+                    let Some(message) = message else {
+                        return Ending::Close(writer_stopped());
+                    };
                     if let Some(ending) = self.deliver(session, message).await {
                         return ending;
                     }
                 }
                 message = stream.recv() => {
+                    last_heard = tokio::time::Instant::now();
                     self.heartbeat_ms.fetch_max(now_ms(), Ordering::Relaxed);
-                    if let Some(ending) = self.receive(session, message).await {
+                    if let Some(ending) = self.receive(session, outbound, message).await {
                         return ending;
                     }
                 }
                 _ = ping.tick() => {
+                    // Liveness is per socket: one that answered nothing (not even a pong) for
+                    // two ping intervals is gone, whatever the session's other tracks do.
+                    if last_heard.elapsed() > 2 * period {
+                        return Ending::Drop("no answer to pings for two ping intervals");
+                    }
                     if !sent_in_time(period, session.ping(b"")).await {
-                        return Ending::quiet(close::FINISHED);
+                        return Ending::Drop("a ping could not be sent in time");
                     }
                 }
             }
@@ -333,132 +392,142 @@ impl Socket {
     /// Passes a writer's message to the client; `Some` when the socket must close.
     async fn deliver(&self, session: &mut actix_ws::Session, message: Outbound) -> Option<Ending> {
         let text = match message {
-            Outbound::Ack(offset) => json!({"type": "ack", "offset": offset}),
-            Outbound::Finished => json!({"type": "finished"}),
-            Outbound::Close(code) => return Some(Ending::quiet(code)),
-            Outbound::Error {
-                code,
-                message,
-                expected_offset,
-                close,
-            } => {
-                let mut error = json!({"type": "error", "code": code, "message": message});
-                if let Some(expected) = expected_offset {
-                    error["expectedOffset"] = json!(expected);
-                }
-                return Some(Ending {
-                    code: close,
-                    error: Some(error),
-                });
-            }
+            Outbound::Ack(offset) => ServerMessage::Ack { offset }.to_json(),
+            Outbound::Finished => ServerMessage::Finished.to_json(),
+            Outbound::Close(closing) => return Some(Ending::Close(closing)),
         };
         let patience = self.state.config.ping_interval;
-        let sent = sent_in_time(patience, session.text(text.to_string())).await;
-        (!sent).then(|| Ending::quiet(close::TIMED_OUT))
+        let sent = sent_in_time(patience, session.text(text)).await;
+        (!sent).then_some(Ending::Drop("the client reads nothing"))
     }
 
     /// Handles one message from the client; `Some` when the socket must close.
     async fn receive(
         &self,
         session: &mut actix_ws::Session,
+        outbound: &mut mpsc::UnboundedReceiver<Outbound>,
         message: Option<Result<AggregatedMessage, ProtocolError>>,
     ) -> Option<Ending> {
-        match message? {
-            Ok(AggregatedMessage::Binary(bytes)) => self.on_binary(bytes).await,
-            Ok(AggregatedMessage::Text(text)) => self.on_text(text.as_ref()).await,
+        let Some(message) = message else {
+            return Some(Ending::Drop("the client went away"));
+        };
+        match message {
+            Ok(AggregatedMessage::Binary(bytes)) => {
+                let frame = match frame::decode(bytes, self.format.block_size()) {
+                    Ok(frame) => frame,
+                    Err(error) => {
+                        return Some(Ending::Close(Closing::new(
+                            CloseReason::BadFrame,
+                            error.message(),
+                        )))
+                    }
+                };
+                let socket = self.socket_id;
+                self.to_writer(session, outbound, SocketMsg::Frame { socket, frame })
+                    .await
+            }
+            Ok(AggregatedMessage::Text(text)) => match ClientCommand::parse(&text) {
+                Ok(ClientCommand::Flush) => {
+                    let socket = self.socket_id;
+                    self.to_writer(session, outbound, SocketMsg::Flush { socket })
+                        .await
+                }
+                Ok(ClientCommand::Finish) => {
+                    // Finishing drains this track with the others; the writer then sends
+                    // `finished` and the close through the outbound channel.
+                    if let Err(error) = lifecycle::finish(&self.state, &self.session).await {
+                        tracing::info!(session = %self.session, %error, "finish over the socket refused");
+                    }
+                    None
+                }
+                Err(closing) => Some(Ending::Close(closing)),
+            },
             Ok(AggregatedMessage::Ping(payload)) => {
                 let patience = self.state.config.ping_interval;
                 let sent = sent_in_time(patience, session.pong(&payload)).await;
-                (!sent).then(|| Ending::quiet(close::TIMED_OUT))
+                (!sent).then_some(Ending::Drop("a pong could not be sent in time"))
             }
             Ok(AggregatedMessage::Pong(_)) => None,
-            Ok(AggregatedMessage::Close(_)) => Some(Ending::quiet(close::FINISHED)),
-            Err(ProtocolError::Overflow) => Some(too_big()),
+            Ok(AggregatedMessage::Close(reason)) => Some(Ending::Echo(reason)),
+            Err(ProtocolError::Overflow) => Some(Ending::Close(too_big())),
             Err(ProtocolError::Io(error))
                 if error.to_string().contains("maximum continuation size") =>
             {
-                Some(too_big())
+                Some(Ending::Close(too_big()))
             }
             Err(error) => {
                 tracing::debug!(session = %self.session, %error, "websocket protocol error");
-                Some(Ending::quiet(1002))
+                Some(Ending::Close(Closing::quiet(CloseReason::ProtocolError)))
             }
         }
     }
 
-    async fn on_binary(&self, bytes: actix_web::web::Bytes) -> Option<Ending> {
-        let frame: Frame = match frame::decode(bytes, self.format.block_size()) {
-            Ok(frame) => frame,
-            Err(error) => return Some(Ending::error(1007, "bad_frame", error.message())),
-        };
-        self.to_writer(SocketMsg::Frame {
-            socket: self.socket_id,
-            frame,
-        })
-        .await
-    }
-
-    async fn on_text(&self, text: &str) -> Option<Ending> {
-        if text.len() > MAX_TEXT_BYTES {
-            return Some(Ending::error(
-                1009,
-                "too_big",
-                "a text message is at most 4 KiB",
-            ));
+    /// Hands a message to the writer. A writer that stopped has always said why first (a gap,
+    /// a full track, a failure): that reason, not "the writer stopped", is what the client hears,
+    /// after every ack queued before it.
+    async fn to_writer(
+        &self,
+        session: &mut actix_ws::Session,
+        outbound: &mut mpsc::UnboundedReceiver<Outbound>,
+        message: SocketMsg,
+    ) -> Option<Ending> {
+        if self.writer.socket_tx.send(message).await.is_ok() {
+            return None;
         }
-        let kind = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|value| {
-                value
-                    .get("type")
-                    .and_then(|kind| kind.as_str())
-                    .map(str::to_owned)
-            });
-        match kind.as_deref() {
-            Some("flush") => {
-                self.to_writer(SocketMsg::Flush {
-                    socket: self.socket_id,
-                })
-                .await
+        while let Ok(message) = outbound.try_recv() {
+            if let Some(ending) = self.deliver(session, message).await {
+                return Some(ending);
             }
-            Some("finish") => {
-                // Finishing drains this track with the others; the writer then sends
-                // `finished` and the close through the outbound channel.
-                if let Err(error) = lifecycle::finish(&self.state, &self.session).await {
-                    tracing::info!(session = %self.session, %error, "finish over the socket refused");
-                }
-                None
-            }
-            _ => Some(Ending::error(
-                1003,
-                "bad_message",
-                "expected {\"type\": \"flush\"} or {\"type\": \"finish\"}",
-            )),
         }
+        Some(Ending::Close(writer_stopped()))
     }
+}
 
-    async fn to_writer(&self, message: SocketMsg) -> Option<Ending> {
-        match self.writer.socket_tx.send(message).await {
-            Ok(()) => None,
-            Err(_) => Some(Ending::error(
-                close::STORAGE_FAILED,
-                "storage_failed",
-                "the track's writer stopped",
-            )),
-        }
-    }
+fn writer_stopped() -> Closing {
+    Closing::new(CloseReason::StorageFailed, "the track's writer stopped")
 }
 
 /// A client that reads nothing fills its TCP window and then this socket's queue; waiting on
 /// it forever would pin the socket. Within `patience` the message is sent, or the client is
 /// treated as gone.
-async fn sent_in_time<E>(
-    patience: std::time::Duration,
-    send: impl std::future::Future<Output = Result<(), E>>,
-) -> bool {
+async fn sent_in_time<E>(patience: Duration, send: impl Future<Output = Result<(), E>>) -> bool {
     matches!(tokio::time::timeout(patience, send).await, Ok(Ok(())))
 }
 
-fn too_big() -> Ending {
-    Ending::error(1009, "too_big", "the frame is over the size limit")
+fn too_big() -> Closing {
+    Closing::new(CloseReason::TooBig, "the frame is over the size limit")
+}
+
+/// The TCP connection under a socket, held as a duplicate of its descriptor so that the number
+/// can never name another connection, whatever actix does with its own.
+struct Connection(OwnedFd);
+
+impl Connection {
+    fn of(req: &HttpRequest) -> Option<Connection> {
+        let fd = req.conn_data::<ConnectionFd>()?.0;
+        // SAFETY: the request is being handled, so its connection (and fd) is open right now;
+        // the duplicate is ours to close.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        borrowed.try_clone_to_owned().ok().map(Connection)
+    }
+
+    /// Shuts the read side: actix then sees the end of the client's stream, flushes what it
+    /// still has to send (our close frame) and closes the connection.
+    fn end_reading(&self) {
+        // SAFETY: shutdown on a descriptor we own; it touches no memory.
+        unsafe {
+            libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RD);
+        }
+    }
+}
+
+/// The raw descriptor of a plain TCP connection, stored by [`remember_connection`].
+#[derive(Clone, Copy)]
+struct ConnectionFd(RawFd);
+
+/// `HttpServer::on_connect` hook: notes each connection's descriptor for [`Connection::of`].
+pub fn remember_connection(connection: &dyn Any, data: &mut actix_web::dev::Extensions) {
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        data.insert(ConnectionFd(stream.as_raw_fd()));
+    }
 }

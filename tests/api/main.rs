@@ -3,6 +3,7 @@
 mod access;
 #[path = "../common/audio.rs"]
 mod audio;
+mod closing;
 mod download;
 mod helpers;
 mod hostile;
