@@ -1,15 +1,22 @@
-//! Who may talk to the server: the `--auth-token` check on every API request, page and socket
-//! (Bearer header or the login cookie), the login page, and the WebSocket origin check against
-//! cross-site socket hijacking.
+//! Who may talk to the server, checked in one middleware in a fixed order (see [`check_access`]):
+//! the Host check against DNS rebinding, the Origin check against cross-site changes (and, from
+//! the socket route, against cross-site socket hijacking), the lockout of an address that keeps
+//! guessing, and the `--auth-token` (Bearer header or the login cookie). Also the login page,
+//! and the security headers every page carries.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use maud::{html, DOCTYPE};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -20,31 +27,104 @@ use crate::state::AppState;
 /// The cookie `POST /login` sets; it carries the token itself, readable by no script.
 pub const COOKIE: &str = "safetake_token";
 
+/// Failed authentications an address may make within [`ATTEMPT_WINDOW`] before it is locked out.
+pub const MAX_FAILED_ATTEMPTS: usize = 10;
+pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose failures are remembered at once; beyond it the stalest are forgotten, so a
+/// flood from many addresses costs bounded memory (about 200 bytes each).
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+/// Everything comes from this server: no inline script or style, no other origin, no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; media-src 'self'; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/login", web::get().to(login_page))
         .route("/login", web::post().to(login));
 }
 
-/// Lets a request through if no token is configured, if it is for something always open, or
-/// if it carries the token; otherwise `401` for the API and sockets, `303 /login` for pages.
-pub async fn require_token(
+/// An HTML page with the headers every page carries (the history, the recorder, the login).
+pub fn html_page(mut builder: HttpResponseBuilder, markup: Markup) -> HttpResponse {
+    builder
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(markup.into_string())
+}
+
+/// Every request but `/healthz` passes these, in this order; the first that refuses answers:
+/// 1. without `--auth-token`, `Host` must be an IP literal, `localhost` or an `--allowed-host`
+///    (`403 forbidden_host`): a rebound name reaches nothing;
+/// 2. a request other than GET or HEAD with a foreign `Origin` is `403 forbidden_origin`
+///    (socket upgrades, which are GETs, are checked by their route with the same rule);
+/// 3. with `--auth-token`, for what needs it (all but `/static/` and the login page, and
+///    including `POST /login`): an address with [`MAX_FAILED_ATTEMPTS`] failures in the last
+///    minute gets `429 too_many_attempts`, the right token or not;
+/// 4. then the token: missing or wrong is `401` for the API and sockets, `303 /login` for pages,
+///    and a wrong one counts as a failure of its address.
+pub async fn check_access(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let expected = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.config.auth_token.clone());
-    let allowed = match &expected {
-        None => true,
-        Some(token) => {
-            is_open_path(req.path())
-                || presented_token(req.request()).is_some_and(|t| tokens_match(&t, token))
-        }
-    };
-    if allowed {
-        return Ok(next.call(req).await?.map_into_left_body());
+    match refusal(&req) {
+        None => Ok(next.call(req).await?.map_into_left_body()),
+        Some(response) => Ok(req.into_response(response).map_into_right_body()),
     }
-    let response = if req.path().starts_with("/api/") {
+}
+
+fn refusal(req: &ServiceRequest) -> Option<HttpResponse> {
+    if req.path() == "/healthz" {
+        return None;
+    }
+    let (Some(state), Some(attempts)) = (
+        req.app_data::<web::Data<AppState>>(),
+        req.app_data::<web::Data<Attempts>>(),
+    ) else {
+        tracing::error!("access check without its state; refusing");
+        return Some(HttpResponse::InternalServerError().finish());
+    };
+    let config = &state.config;
+    let request = req.request();
+    if config.auth_token.is_none() && !host_allowed(request_host(request), &config.allowed_hosts) {
+        return Some(
+            ApiError::ForbiddenHost(
+                "this server answers to IP addresses, localhost and --allowed-host names only"
+                    .into(),
+            )
+            .error_response(),
+        );
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        if let Err(error) = check_origin(request, config) {
+            return Some(error.error_response());
+        }
+    }
+    let expected = config.auth_token.as_deref()?;
+    let is_login = req.path() == "/login";
+    if is_open_path(req.path()) && !(is_login && req.method() == Method::POST) {
+        return None;
+    }
+    let address = client_address(request);
+    if let Some(wait) = address.and_then(|ip| attempts.locked_for(ip, Instant::now())) {
+        return Some(too_many_attempts(wait));
+    }
+    if is_login {
+        // The login handler compares the form's token and counts a wrong one.
+        return None;
+    }
+    match presented_token(request) {
+        Some(token) if tokens_match(&token, expected) => return None,
+        Some(_) => {
+            if let Some(ip) = address {
+                attempts.record_failure(ip, Instant::now());
+            }
+        }
+        None => {}
+    }
+    Some(if req.path().starts_with("/api/") {
         ApiError::Unauthorized(
             "a valid token is required (Authorization: Bearer, or log in)".into(),
         )
@@ -53,12 +133,136 @@ pub async fn require_token(
         HttpResponse::SeeOther()
             .insert_header((header::LOCATION, "/login"))
             .finish()
-    };
-    Ok(req.into_response(response).map_into_right_body())
+    })
 }
 
 fn is_open_path(path: &str) -> bool {
     path == "/healthz" || path == "/login" || path.starts_with("/static/")
+}
+
+fn too_many_attempts(wait: Duration) -> HttpResponse {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::TooManyAttempts(format!(
+        "too many failed attempts from this address; try again in {seconds} s"
+    ))
+    .error_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(seconds.max(1)),
+    );
+    response
+}
+
+/// The peer's address (a proxy's `X-Forwarded-For` is anyone's to write), IPv4-mapped IPv6
+/// counted as the IPv4 address it is.
+fn client_address(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|address| address.ip().to_canonical())
+}
+
+/// The authority the client asked for: `Host`, or the URI's (HTTP/2). Never `X-Forwarded-Host`,
+/// which a page on a rebound name could set on its own same-origin requests.
+fn request_host(req: &HttpRequest) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => req.uri().authority().map(|authority| authority.as_str()),
+    }
+}
+
+/// An IP literal (`127.0.0.1`, `[::1]`) or `localhost`, any case, any port, or an allowed host:
+/// an entry `name` allows `name` on any port, `name:port` that port only.
+fn host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
+    let Some((name, port)) = host.and_then(split_host) else {
+        return false;
+    };
+    name.parse::<Ipv4Addr>().is_ok()
+        || name.starts_with('[')
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed
+            .iter()
+            .filter_map(|entry| split_host(entry.trim()))
+            .any(|(allowed_name, allowed_port)| {
+                allowed_name.eq_ignore_ascii_case(name)
+                    && (allowed_port.is_none() || allowed_port == port)
+            })
+}
+
+/// `name[:port]` or `[v6][:port]`; `None` for anything else. A bracketed name is a valid IPv6
+/// address.
+fn split_host(host: &str) -> Option<(&str, Option<&str>)> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        inside.parse::<Ipv6Addr>().ok()?;
+        let name = &host[..inside.len() + 2];
+        match after {
+            "" => (name, None),
+            _ => (name, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok() && !port.starts_with('+'));
+    (!name.is_empty() && port_ok).then_some((name, port))
+}
+
+/// The last failed authentications of each client address, to lock out one that keeps guessing.
+/// A sliding log rather than a rate limiter: only failures count, a locked address must be
+/// recognized without spending anything, and the promise is simple to state: no address gets
+/// more than [`MAX_FAILED_ATTEMPTS`] wrong guesses in any [`ATTEMPT_WINDOW`].
+#[derive(Default)]
+pub struct Attempts {
+    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl Attempts {
+    /// How long `ip` stays locked out, if it is: until its oldest remembered failure is a
+    /// window old.
+    pub fn locked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let failures = self.lock();
+        let log = failures.get(&ip)?;
+        let oldest = *log.front()?;
+        let until = oldest + ATTEMPT_WINDOW;
+        (log.len() >= MAX_FAILED_ATTEMPTS && now < until).then(|| until - now)
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut failures = self.lock();
+        if !failures.contains_key(&ip) && failures.len() >= MAX_TRACKED_ADDRESSES {
+            failures.retain(|_, log| log.back().is_some_and(|last| now < *last + ATTEMPT_WINDOW));
+            if failures.len() >= MAX_TRACKED_ADDRESSES {
+                let stalest = failures
+                    .iter()
+                    .min_by_key(|(_, log)| log.back().copied())
+                    .map(|(ip, _)| *ip);
+                if let Some(stalest) = stalest {
+                    failures.remove(&stalest);
+                }
+            }
+        }
+        let log = failures.entry(ip).or_default();
+        while log
+            .front()
+            .is_some_and(|first| now >= *first + ATTEMPT_WINDOW)
+        {
+            log.pop_front();
+        }
+        log.push_back(now);
+        while log.len() > MAX_FAILED_ATTEMPTS {
+            log.pop_front();
+        }
+        if log.len() == MAX_FAILED_ATTEMPTS {
+            tracing::warn!(%ip, "too many failed authentications; address locked out for a minute");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
+        // A panic elsewhere while holding it leaves plain data behind, still usable.
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 fn presented_token(req: &HttpRequest) -> Option<String> {
@@ -85,7 +289,12 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(state: web::Data<AppState>, form: Option<web::Form<LoginForm>>) -> HttpResponse {
+async fn login(
+    state: web::Data<AppState>,
+    attempts: web::Data<Attempts>,
+    req: HttpRequest,
+    form: Option<web::Form<LoginForm>>,
+) -> HttpResponse {
     let Some(expected) = &state.config.auth_token else {
         return HttpResponse::SeeOther()
             .insert_header((header::LOCATION, "/"))
@@ -103,17 +312,19 @@ async fn login(state: web::Data<AppState>, form: Option<web::Form<LoginForm>>) -
                 .cookie(cookie)
                 .finish()
         }
-        _ => login_response(
-            HttpResponse::Unauthorized(),
-            Some("That token is not right."),
-        ),
+        _ => {
+            if let (Some(_), Some(ip)) = (&form, client_address(&req)) {
+                attempts.record_failure(ip, Instant::now());
+            }
+            login_response(
+                HttpResponse::Unauthorized(),
+                Some("That token is not right."),
+            )
+        }
     }
 }
 
-fn login_response(
-    mut builder: actix_web::HttpResponseBuilder,
-    error: Option<&str>,
-) -> HttpResponse {
+fn login_response(builder: HttpResponseBuilder, error: Option<&str>) -> HttpResponse {
     let page = html! {
         (DOCTYPE)
         html lang="en" {
@@ -136,9 +347,7 @@ fn login_response(
             }
         }
     };
-    builder
-        .content_type("text/html; charset=utf-8")
-        .body(page.into_string())
+    html_page(builder, page)
 }
 
 /// An `Origin` must name this server (same host and port as `Host`) or an allowed origin; a
@@ -147,7 +356,11 @@ pub fn check_origin(req: &HttpRequest, config: &Config) -> Result<(), ApiError> 
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(());
     };
-    let forbidden = || ApiError::ForbiddenOrigin("this origin may not open sockets here".into());
+    let forbidden = || {
+        ApiError::ForbiddenOrigin(
+            "requests from this origin are not allowed here (see --allowed-origin)".into(),
+        )
+    };
     let origin = origin.to_str().map_err(|_| forbidden())?.trim();
     let origin_key = origin.trim_end_matches('/').to_ascii_lowercase();
     if config
@@ -158,11 +371,7 @@ pub fn check_origin(req: &HttpRequest, config: &Config) -> Result<(), ApiError> 
         return Ok(());
     }
     let (scheme, authority) = origin_key.split_once("://").ok_or_else(forbidden)?;
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .ok_or_else(forbidden)?;
+    let host = request_host(req).ok_or_else(forbidden)?;
     if without_default_port(scheme, authority)
         == without_default_port(scheme, &host.to_ascii_lowercase())
     {
@@ -179,4 +388,82 @@ fn without_default_port<'a>(scheme: &str, authority: &'a str) -> &'a str {
         _ => return authority,
     };
     authority.strip_suffix(default).unwrap_or(authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+
+    #[test]
+    fn ten_failures_lock_an_address_until_the_first_is_a_minute_old() {
+        let attempts = Attempts::default();
+        let start = Instant::now();
+        for second in 0..MAX_FAILED_ATTEMPTS as u64 {
+            assert_eq!(attempts.locked_for(ADDRESS, start), None);
+            attempts.record_failure(ADDRESS, start + Duration::from_secs(second));
+        }
+        let later = start + Duration::from_secs(20);
+        assert_eq!(
+            attempts.locked_for(ADDRESS, later),
+            Some(Duration::from_secs(40))
+        );
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 8));
+        assert_eq!(attempts.locked_for(other, later), None);
+        // The minute is over: one more guess, and locked again until the second is a minute old.
+        let after = start + ATTEMPT_WINDOW;
+        assert_eq!(attempts.locked_for(ADDRESS, after), None);
+        attempts.record_failure(ADDRESS, after);
+        assert_eq!(
+            attempts.locked_for(ADDRESS, after),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn many_addresses_cost_bounded_memory() {
+        let attempts = Attempts::default();
+        let now = Instant::now();
+        for n in 0..(MAX_TRACKED_ADDRESSES as u32 + 500) {
+            attempts.record_failure(IpAddr::V4(Ipv4Addr::from(n)), now);
+        }
+        assert_eq!(attempts.lock().len(), MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn hosts_are_ip_literals_localhost_or_allowed() {
+        let allowed = ["studio.example".to_string(), "lan.example:8443".to_string()];
+        let ok = |host: &str| host_allowed(Some(host), &allowed);
+        for host in [
+            "127.0.0.1",
+            "10.0.0.2:8080",
+            "[::1]",
+            "[fe80::1]:80",
+            "localhost",
+            "LOCALHOST:1",
+            "studio.example:1",
+            "lan.example:8443",
+        ] {
+            assert!(ok(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "localhost.evil.example",
+            "lan.example:8080",
+            "lan.example",
+            "127.1",
+            "::1",
+            "[::1",
+            "[evil.example]",
+            "[::1]x",
+            "localhost:",
+            "localhost:+80",
+            "localhost:99999",
+        ] {
+            assert!(!ok(host), "{host}");
+        }
+        assert!(!host_allowed(None, &allowed));
+    }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// Everything the server can be told at start. Passed by value into the app; never a global.
 #[derive(Debug, Clone, Parser)]
@@ -46,13 +46,24 @@ pub struct Config {
     #[arg(long, env = "SAFETAKE_MAX_FRAME_BYTES", default_value = "1048576", value_parser = parse_frame_limit)]
     pub max_frame_bytes: usize,
 
-    /// Origins besides the server's own that may open sockets (repeatable; comma-separated in the variable).
+    /// Origins besides the server's own that may open sockets and send changes (repeatable;
+    /// comma-separated in the variable).
     #[arg(
         long = "allowed-origin",
         env = "SAFETAKE_ALLOWED_ORIGIN",
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// Host names besides IP literals and `localhost` that requests may name when no
+    /// `--auth-token` is set (`name` for any port, `name:port` for one; repeatable;
+    /// comma-separated in the variable).
+    #[arg(
+        long = "allowed-host",
+        env = "SAFETAKE_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 
     /// Token required on every API request, page and socket.
     #[arg(long, env = "SAFETAKE_AUTH_TOKEN")]
@@ -98,9 +109,15 @@ impl Config {
         }
     }
 
-    /// A configuration with every default, for tests and tools.
+    /// A configuration with every default, for tests and tools. The defaults come from the
+    /// flags' own declarations, parsed with every flag's link to its `SAFETAKE_*` variable cut,
+    /// so nothing exported in the environment (a token, a bind address) leaks in.
     pub fn with_data_dir(data_dir: PathBuf) -> Config {
-        let mut config = Config::parse_from(["safetake"]);
+        let command = Config::command().mut_args(|arg| arg.env(None));
+        let mut config = command
+            .try_get_matches_from(["safetake"])
+            .and_then(|matches| Config::from_arg_matches(&matches))
+            .expect("every flag's default parses");
         config.data_dir = data_dir;
         config
     }
@@ -179,5 +196,35 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("--bind"));
         config.allow_unauthenticated = true;
         assert!(config.validate().is_ok());
+    }
+
+    /// An exported `SAFETAKE_AUTH_TOKEN` once locked every test out. The variables are set and
+    /// removed in this one test only, and no other test of this binary reads them.
+    #[test]
+    fn defaults_for_tests_ignore_the_environment() {
+        let exported = [
+            ("SAFETAKE_AUTH_TOKEN", "exported"),
+            ("SAFETAKE_SESSION_TIMEOUT", "7s"),
+            ("SAFETAKE_ALLOWED_HOST", "exported.example"),
+            ("SAFETAKE_BIND", "127.0.0.1:9"),
+        ];
+        for (name, value) in exported {
+            std::env::set_var(name, value);
+        }
+        let from_env = Config::parse_from(["safetake"]);
+        let defaults = Config::with_data_dir("/tmp/x".into());
+        for (name, _) in exported {
+            std::env::remove_var(name);
+        }
+        assert_eq!(
+            from_env.auth_token.as_deref(),
+            Some("exported"),
+            "the variables are seen"
+        );
+        assert_eq!(defaults.auth_token, None);
+        assert_eq!(defaults.session_timeout, Duration::from_secs(30));
+        assert!(defaults.allowed_hosts.is_empty());
+        assert_eq!(defaults.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(defaults.data_dir, PathBuf::from("/tmp/x"));
     }
 }

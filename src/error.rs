@@ -37,9 +37,13 @@ pub enum ApiError {
     #[error("{0}")]
     ForbiddenOrigin(String),
     #[error("{0}")]
+    ForbiddenHost(String),
+    #[error("{0}")]
     TooManyConnections(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    TooManyAttempts(String),
     #[error("{0}")]
     RangeNotSatisfiable(String),
     #[error("the database is unavailable: {0}")]
@@ -66,8 +70,10 @@ impl ApiError {
             ApiError::FormatMismatch(_) => "format_mismatch",
             ApiError::TooManyTracks(_) => "too_many_tracks",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::TooManyAttempts(_) => "too_many_attempts",
             ApiError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             ApiError::Database(_) => "database_unavailable",
             ApiError::Storage(_) => "storage_failed",
@@ -96,8 +102,9 @@ impl ResponseError for ApiError {
             | ApiError::SessionCompleted(_)
             | ApiError::FormatMismatch(_)
             | ApiError::TooManyTracks(_) => StatusCode::CONFLICT,
-            ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::ForbiddenOrigin(_) | ApiError::ForbiddenHost(_) => StatusCode::FORBIDDEN,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::TooManyConnections(_) | ApiError::Database(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

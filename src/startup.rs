@@ -88,11 +88,14 @@ impl Application {
 
 fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
     let data = web::Data::new(state);
+    // One for all workers: an address's failures count wherever its requests land.
+    let attempts = web::Data::new(access::Attempts::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(attempts.clone())
             .app_data(web::PayloadConfig::new(64 * 1024))
-            .wrap(actix_web::middleware::from_fn(access::require_token))
+            .wrap(actix_web::middleware::from_fn(access::check_access))
             .configure(access::configure)
             .configure(routes::configure)
     })

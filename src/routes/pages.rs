@@ -8,6 +8,7 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::HttpResponse;
 use maud::{html, Markup, DOCTYPE};
 
+use crate::access;
 use crate::db;
 use crate::domain::{SessionId, SessionStatus};
 use crate::error::ApiError;
@@ -21,11 +22,6 @@ const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
 const HISTORY_LIMIT: i64 = 100;
 /// The banner names this many interrupted sessions and counts the others.
 const BANNER_LIMIT: i64 = 10;
-
-/// Everything comes from this server: no inline script or style, no other origin.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; media-src 'self'; connect-src 'self'; object-src 'none'; \
-     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/", web::get().to(history))
@@ -95,13 +91,7 @@ async fn recorder() -> HttpResponse {
 }
 
 fn page(markup: Markup) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(markup.into_string())
+    access::html_page(HttpResponse::Ok(), markup)
 }
 
 #[derive(PartialEq, Eq)]
