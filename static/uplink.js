@@ -234,6 +234,7 @@ export class TrackUplink extends EventTarget {
     this.#socket = null;
     if (code === 1000 || this.#finishedByServer) return this.#end('finished', 'the session was finished');
     if (code === 4413) return this.#end('failed', 'the track is full (12 hours)');
+    if (code === 4403) return this.#end('failed', 'the session was deleted');
     if (!this.wanted()) {
       this.state = 'idle';
       return;

@@ -58,6 +58,28 @@ async fn a_client_flooding_junk_text_still_reads_its_1003_and_the_error() {
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
 
+/// A client that sends a burst of junk before it reads anything: the server closes at the first
+/// message, yet everything after it is still arriving.
+#[tokio::test]
+async fn a_client_that_sends_a_burst_before_reading_still_gets_its_close() {
+    let app = spawn_app().await;
+    let junk = "j".repeat(2000);
+    for round in 0..20 {
+        let id = app.create_session().await;
+        let (mut client, _) = app.connect(&id, "track=mic").await;
+        for _ in 0..300 {
+            if client.ws.feed(Message::Text(junk.clone())).await.is_err() {
+                break;
+            }
+        }
+        let _ = client.ws.flush().await;
+        let (errors, code) = read_to_close(&mut client.ws).await;
+        assert_eq!(code, Some(1003), "round {round}: the close frame was lost");
+        assert_eq!(errors.len(), 1, "round {round}: {errors:?}");
+        assert_eq!(errors[0]["code"], "bad_message", "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn a_gap_followed_by_more_frames_closes_4009_with_its_error_never_1011() {
     let app = spawn_app().await;
