@@ -156,7 +156,7 @@ async fn stream_track(
         writer: attachment.writer,
         heartbeat_ms: attachment.heartbeat_ms,
         connection: Connection::of(&req),
-        _permit: permit,
+        permit,
     };
     let max = state.config.max_frame_bytes;
     let stream = stream
@@ -239,7 +239,7 @@ struct Socket {
     writer: WriterHandle,
     heartbeat_ms: Arc<AtomicI64>,
     connection: Option<Connection>,
-    _permit: ConnectionPermit,
+    permit: ConnectionPermit,
 }
 
 /// How the socket loop ended.
@@ -286,66 +286,32 @@ impl Socket {
                 socket: self.socket_id,
             })
             .await;
+        // The track is let go: its connection place is free before any goodbye.
+        drop(self.permit);
+        let connection = self.connection.as_ref();
         let code = match ending {
             Ending::Close(closing) => {
                 if let Some(error) = closing.error_message() {
                     sent_in_time(patience, session.text(error.to_json())).await;
                 }
                 let reason = closing.reason;
-                self.close_lingering(session, stream, reason).await;
+                close_lingering(session, stream, reason, patience).await;
+                end_connection(connection);
                 Some(reason.code())
             }
             Ending::Echo(reason) => {
                 let code = reason.as_ref().map(|reason| u16::from(reason.code));
                 sent_in_time(patience, session.close(reason)).await;
-                self.end_connection();
+                end_connection(connection);
                 code
             }
             Ending::Drop(why) => {
                 tracing::info!(session = %self.session, track = %self.track, socket = self.socket_id, why, "socket dropped");
-                self.end_connection();
+                end_connection(connection);
                 None
             }
         };
         tracing::info!(session = %self.session, track = %self.track, socket = self.socket_id, code, "socket detached");
-    }
-
-    /// Sends the close frame, then keeps reading (and discarding) until the client's close, its
-    /// end of stream, or [`LINGER`]; then ends the TCP connection.
-    async fn close_lingering(
-        &self,
-        session: actix_ws::Session,
-        mut stream: actix_ws::AggregatedMessageStream,
-        reason: CloseReason,
-    ) {
-        let patience = self.state.config.ping_interval;
-        let close = actix_ws::CloseReason {
-            code: CloseCode::from(reason.code()),
-            description: None,
-        };
-        // A clone keeps the response open while we linger: actix ends the connection's
-        // outgoing side when the last session handle is dropped.
-        let keep_open = session.clone();
-        if sent_in_time(patience, session.close(Some(close))).await {
-            let _ = tokio::time::timeout(LINGER, async {
-                while let Some(Ok(message)) = stream.recv().await {
-                    if matches!(message, AggregatedMessage::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
-        drop(keep_open);
-        self.end_connection();
-    }
-
-    /// Once the WebSocket is over, actix would keep the TCP connection open until the client
-    /// drops it; the server ends it instead, as RFC 6455 says it should.
-    fn end_connection(&self) {
-        if let Some(connection) = &self.connection {
-            connection.end_reading();
-        }
     }
 
     async fn serve(
@@ -480,6 +446,42 @@ impl Socket {
             }
         }
         Some(Ending::Close(writer_stopped()))
+    }
+}
+
+/// Sends the close frame, then keeps reading (and discarding) until the client's close, its
+/// end of stream, or [`LINGER`].
+async fn close_lingering(
+    session: actix_ws::Session,
+    mut stream: actix_ws::AggregatedMessageStream,
+    reason: CloseReason,
+    patience: Duration,
+) {
+    let close = actix_ws::CloseReason {
+        code: CloseCode::from(reason.code()),
+        description: None,
+    };
+    // A clone keeps the response open while we linger: actix ends the connection's outgoing
+    // side when the last session handle is dropped.
+    let keep_open = session.clone();
+    if sent_in_time(patience, session.close(Some(close))).await {
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Some(Ok(message)) = stream.recv().await {
+                if matches!(message, AggregatedMessage::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    drop(keep_open);
+}
+
+/// Once the WebSocket is over, actix would keep the TCP connection open until the client drops
+/// it; the server ends it instead, as RFC 6455 says it should.
+fn end_connection(connection: Option<&Connection>) {
+    if let Some(connection) = connection {
+        connection.end_reading();
     }
 }
 
