@@ -1,4 +1,5 @@
-//! The contract's words as types: a session id, a track name and a status only exist valid.
+//! The contract's words as types: a session id, a track name and a status only exist valid,
+//! whether they come from a client or back from the database.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,6 +27,15 @@ impl SessionId {
     }
 }
 
+impl TryFrom<String> for SessionId {
+    type Error = InvalidValue;
+
+    /// The checked way in from a stored row.
+    fn try_from(text: String) -> Result<SessionId, InvalidValue> {
+        SessionId::parse(&text).ok_or(InvalidValue::new("session id", text))
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -50,6 +60,14 @@ impl TrackName {
     }
 }
 
+impl TryFrom<String> for TrackName {
+    type Error = InvalidValue;
+
+    fn try_from(text: String) -> Result<TrackName, InvalidValue> {
+        TrackName::parse(&text).ok_or(InvalidValue::new("track name", text))
+    }
+}
+
 impl fmt::Display for TrackName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -64,7 +82,7 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             SessionStatus::Active => "active",
             SessionStatus::Incomplete => "incomplete",
@@ -74,14 +92,52 @@ impl SessionStatus {
 }
 
 impl FromStr for SessionStatus {
-    type Err = ();
+    type Err = InvalidValue;
 
-    fn from_str(text: &str) -> Result<Self, ()> {
+    fn from_str(text: &str) -> Result<Self, InvalidValue> {
         match text {
             "active" => Ok(SessionStatus::Active),
             "incomplete" => Ok(SessionStatus::Incomplete),
             "completed" => Ok(SessionStatus::Completed),
-            _ => Err(()),
+            _ => Err(InvalidValue::new("session status", text)),
+        }
+    }
+}
+
+impl TryFrom<String> for SessionStatus {
+    type Error = InvalidValue;
+
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        text.parse()
+    }
+}
+
+impl serde::Serialize for SessionStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value that is not one of the contract's: from a client it is refused, and read back from
+/// the database it stops the operation (it never becomes a default).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a valid {what}")]
+pub struct InvalidValue {
+    pub what: &'static str,
+    pub text: String,
+}
+
+impl InvalidValue {
+    pub fn new(what: &'static str, text: impl Into<String>) -> InvalidValue {
+        InvalidValue {
+            what,
+            text: text.into(),
         }
     }
 }

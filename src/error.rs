@@ -46,8 +46,14 @@ pub enum ApiError {
     TooManyAttempts(String),
     #[error("{0}")]
     RangeNotSatisfiable(String),
-    #[error("the database is unavailable: {0}")]
+    /// The cause is for the log (written where the error is made); the client reads only that
+    /// the database is unavailable, never the driver's text.
+    #[error("the database is unavailable")]
     Database(String),
+    /// A stored value that does not parse (a status, a format, an id): the operation stops
+    /// rather than guess. The cause names the row, for the log.
+    #[error("a stored record cannot be read; the server log names it")]
+    StoredData(String),
     #[error("storage failed: {0}")]
     Storage(String),
 }
@@ -76,6 +82,7 @@ impl ApiError {
             ApiError::TooManyAttempts(_) => "too_many_attempts",
             ApiError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             ApiError::Database(_) => "database_unavailable",
+            ApiError::StoredData(_) => "stored_data_invalid",
             ApiError::Storage(_) => "storage_failed",
         }
     }
@@ -109,7 +116,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyConnections(_) | ApiError::Database(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Storage(_) | ApiError::StoredData(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -123,6 +130,10 @@ impl ResponseError for ApiError {
 
 impl From<diesel::result::Error> for ApiError {
     fn from(error: diesel::result::Error) -> Self {
+        if let diesel::result::Error::DeserializationError(cause) = &error {
+            tracing::error!(error = %cause, "a stored value does not parse; the operation stops");
+            return ApiError::StoredData(cause.to_string());
+        }
         tracing::error!(%error, "database query failed");
         ApiError::Database(error.to_string())
     }

@@ -1,12 +1,14 @@
 //! Session transitions shared by the REST API, the sockets and the sweeper: the database says
 //! whether a transition happens, then the live tracks are told.
 
-use crate::db::models::{SessionRow, TrackRow};
+use crate::audio::{AudioFormat, RequestedFormat};
+use crate::db::models::SessionRow;
 use crate::db::sessions::Refusal;
+use crate::db::tracks::{OpenRefusal, MAX_TRACKS};
 use crate::db::{self};
 use crate::domain::{self, SessionId, SessionStatus, TrackName};
 use crate::error::ApiError;
-use crate::ingest::{CloseReason, Registry};
+use crate::ingest::CloseReason;
 use crate::state::AppState;
 use crate::views::{self, SessionDetail, SessionView};
 
@@ -16,9 +18,9 @@ pub async fn create(state: &AppState, title: Option<String>) -> Result<SessionRo
     let now = domain::now();
     let title = title.unwrap_or_else(|| default_title(now));
     let row = SessionRow {
-        id: SessionId::new_random().to_string(),
+        id: SessionId::new_random(),
         title,
-        status: SessionStatus::Active.as_str().into(),
+        status: SessionStatus::Active,
         created_at: now,
         last_heartbeat: now,
         completed_at: None,
@@ -37,13 +39,12 @@ fn default_title(now: chrono::NaiveDateTime) -> String {
 }
 
 pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, ApiError> {
-    let key = id.to_string();
+    let key = id.clone();
     let registry = state.registry.clone();
-    let session_id = id.clone();
     // Live counters are taken before the rows: a writer saves its size before it stops, so a
     // track not live now has its final size in the row read next.
-    let live = registry.live_tracks(&session_id);
-    let files = registry.clone();
+    let live = registry.live_tracks(id);
+    let store = state.store.clone();
     let found = state
         .db(move |conn| {
             let Some(row) = db::sessions::find(conn, &key)? else {
@@ -52,7 +53,10 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
             let tracks = db::tracks::for_session(conn, &key)?;
             let segments = db::tracks::segments_for_session(conn, &key)?;
             // Already on a blocking thread: the files' sizes are read here too.
-            let sizes = file_sizes(&files, &session_id, &tracks);
+            let sizes: Vec<_> = tracks
+                .iter()
+                .map(|track| store.size(&key, &track.name))
+                .collect();
             Ok(Some((row, tracks, segments, sizes)))
         })
         .await?;
@@ -63,7 +67,7 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
         .map(|(track, size)| {
             let live = live
                 .iter()
-                .find(|(name, _)| name.as_str() == track.name)
+                .find(|(name, _)| *name == track.name)
                 .map(|(_, shared)| shared.as_ref());
             views::track_view(track, &segments, size, live)
         })
@@ -74,25 +78,47 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
     })
 }
 
-/// Each track's file size on disk (`None` if it cannot be read). Blocking.
-fn file_sizes(registry: &Registry, session: &SessionId, tracks: &[TrackRow]) -> Vec<Option<u64>> {
-    tracks
-        .iter()
-        .map(|track| {
-            let name = TrackName::parse(&track.name)?;
-            let metadata = std::fs::metadata(registry.track_path(session, &name)).ok()?;
-            Some(metadata.len())
-        })
-        .collect()
+pub fn view(state: &AppState, row: &SessionRow) -> SessionView {
+    views::session_view(row, state.registry.heartbeat(&row.id))
 }
 
-pub fn view(state: &AppState, row: &SessionRow) -> SessionView {
-    let live = SessionId::parse(&row.id).and_then(|id| state.registry.heartbeat(&id));
-    views::session_view(row, live)
+/// A socket opens a track (see `db::tracks::open_for_socket`): the track's format, and the
+/// session's status before the socket made it active.
+pub async fn open_track(
+    state: &AppState,
+    id: &SessionId,
+    track: &TrackName,
+    requested: RequestedFormat,
+) -> Result<(AudioFormat, SessionStatus), ApiError> {
+    let (session, name) = (id.clone(), track.clone());
+    let now = domain::now();
+    let outcome = state
+        .db(move |conn| db::tracks::open_for_socket(conn, &session, &name, requested, now))
+        .await?;
+    outcome.map_err(|refusal| match refusal {
+        OpenRefusal::SessionNotFound => ApiError::session_not_found(),
+        OpenRefusal::SessionCompleted => {
+            ApiError::SessionCompleted("the session is completed".into())
+        }
+        OpenRefusal::FormatMismatch(stored) => ApiError::FormatMismatch(format!(
+            "the track is {} Hz, {} channel(s), {}",
+            stored.sample_rate, stored.channels, stored.sample
+        )),
+        OpenRefusal::TooManyTracks => {
+            ApiError::TooManyTracks(format!("a session holds at most {MAX_TRACKS} tracks"))
+        }
+    })
+}
+
+/// Whether the session is gone or completed now (a finish may race a socket's attach).
+pub async fn is_over(state: &AppState, id: &SessionId) -> Result<bool, ApiError> {
+    let key = id.clone();
+    let row = state.db(move |conn| db::sessions::find(conn, &key)).await?;
+    Ok(row.is_none_or(|row| row.status == SessionStatus::Completed))
 }
 
 pub async fn keepalive(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
-    let key = id.to_string();
+    let key = id.clone();
     let now = domain::now();
     let row = state
         .db(move |conn| {
@@ -101,7 +127,7 @@ pub async fn keepalive(state: &AppState, id: &SessionId) -> Result<SessionRow, A
         })
         .await?
         .ok_or_else(ApiError::session_not_found)?;
-    if row.status != SessionStatus::Active.as_str() {
+    if row.status != SessionStatus::Active {
         return Err(ApiError::NotActive(format!(
             "the session is {}, not active",
             row.status
@@ -111,7 +137,7 @@ pub async fn keepalive(state: &AppState, id: &SessionId) -> Result<SessionRow, A
 }
 
 pub async fn resume(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
-    let key = id.to_string();
+    let key = id.clone();
     let now = domain::now();
     let outcome = state
         .db(move |conn| db::sessions::resume(conn, &key, now))
@@ -124,7 +150,7 @@ pub async fn resume(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
 /// Finishes a session: completed in the database first (so no socket can attach any more),
 /// then every live track synced, finalized and its socket closed with 1000.
 pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
-    let key = id.to_string();
+    let key = id.clone();
     let now = domain::now();
     let outcome = state
         .db(move |conn| db::sessions::finish(conn, &key, now))
@@ -139,7 +165,7 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
 }
 
 pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
-    let key = id.to_string();
+    let key = id.clone();
     match state
         .db(move |conn| db::sessions::delete(conn, &key))
         .await?
@@ -157,12 +183,8 @@ pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
         .registry
         .close_session(id, CloseReason::SessionDeleted)
         .await;
-    let dir = state.registry.session_dir(id);
-    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
-    })
-    .await;
+    let (store, session) = (state.store.clone(), id.clone());
+    let removed = tokio::task::spawn_blocking(move || store.remove_session(&session)).await;
     if let Ok(Err(error)) = removed {
         tracing::warn!(session = %id, %error, "session deleted but its files were not all removed");
     }

@@ -1,5 +1,6 @@
 //! Start and stop, in order: data directory, database and migrations, crash repair of every
-//! track, the registry, the sweeper, the HTTP server; and on SIGTERM/SIGINT the reverse.
+//! unfinished track, the registry, the sweeper, the HTTP server; and on SIGTERM/SIGINT the
+//! reverse.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -10,15 +11,13 @@ use actix_web::{web, App, HttpServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::access;
-use crate::audio::TrackFile;
+use crate::audio::TrackStore;
 use crate::config::Config;
 use crate::db::{self, DbPool};
-use crate::domain::{SessionId, TrackName};
 use crate::ingest::Registry;
 use crate::routes;
 use crate::state::AppState;
 use crate::sweeper;
-use crate::views::track_format;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,19 +45,21 @@ impl Application {
             path: config.data_dir.display().to_string(),
             error,
         };
-        std::fs::create_dir_all(config.data_dir.join("sessions")).map_err(data_error)?;
+        let store = TrackStore::new(config.data_dir.clone());
+        store.prepare().map_err(data_error)?;
         let pool = db::connect(&config.database_url())?;
+        repair_tracks(&pool, &store)?;
         let registry = Registry::new(
             pool.clone(),
-            config.data_dir.clone(),
+            store.clone(),
             config.sync_interval,
             config.max_connections,
         );
-        repair_tracks(&pool, &registry)?;
         let port = listener.local_addr().map_err(StartError::Serve)?.port();
         let state = AppState {
             config: Arc::new(config),
             pool,
+            store,
             registry,
         };
         let server = serve(state.clone(), listener).map_err(StartError::Serve)?;
@@ -140,27 +141,28 @@ async fn wait_for_signal() {
     }
 }
 
-/// After any crash: every track's file is made playable, its header matched to the whole blocks
-/// on disk, and the database's `data_bytes` set to that count.
-fn repair_tracks(pool: &DbPool, registry: &Registry) -> Result<(), StartError> {
+/// After any crash: every track of a session that was not finished is made playable, its
+/// header matched to the whole blocks on disk, and the database's `data_bytes` set to that
+/// count. Completed sessions were synced and finalized, so their files are not opened. A row
+/// that does not parse, or a file whose header cannot be read, is logged and left exactly as
+/// it is (nothing is guessed, nothing is cut); the other tracks are repaired all the same.
+fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<(), StartError> {
     let mut conn = pool.get().map_err(|e| StartError::Repair(e.to_string()))?;
-    let tracks = db::tracks::all(&mut conn).map_err(|e| StartError::Repair(e.to_string()))?;
+    let tracks =
+        db::tracks::unfinished(&mut conn).map_err(|e| StartError::Repair(e.to_string()))?;
     for track in tracks {
-        let (Some(session), Some(name)) = (
-            SessionId::parse(&track.session_id),
-            TrackName::parse(&track.name),
-        ) else {
-            tracing::warn!(session = %track.session_id, track = %track.name, "skipping a track with an invalid name");
-            continue;
+        let track = match track {
+            Ok(track) => track,
+            Err(error) => {
+                tracing::error!(%error, "track not repaired: its stored row does not parse; its file is left as it is");
+                continue;
+            }
         };
-        let path = registry.track_path(&session, &name);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StartError::Repair(e.to_string()))?;
-        }
-        let report = match TrackFile::repair(&path, track_format(&track)) {
+        let path = store.track_path(&track.session_id, &track.name);
+        let report = match store.repair(&track.session_id, &track.name, track.format) {
             Ok(report) => report,
             Err(error) => {
-                tracing::error!(path = %path.display(), %error, "track cannot be repaired; left as it is");
+                tracing::error!(path = %path.display(), %error, "track cannot be repaired; its file is left as it is");
                 continue;
             }
         };
@@ -172,7 +174,7 @@ fn repair_tracks(pool: &DbPool, registry: &Registry) -> Result<(), StartError> {
                 "repaired track after a crash"
             );
         }
-        if report.data_bytes != track.data_bytes as u64 {
+        if report.data_bytes != track.data_bytes {
             db::tracks::set_data_bytes(
                 &mut conn,
                 &track.session_id,

@@ -1,7 +1,9 @@
-//! What every handler and background task shares: configuration, the pool, the registry.
+//! What every handler and background task shares: configuration, the pool, the data
+//! directory's owner, the registry.
 
 use std::sync::Arc;
 
+use crate::audio::TrackStore;
 use crate::config::Config;
 use crate::db::{DbConnection, DbPool};
 use crate::error::ApiError;
@@ -11,6 +13,7 @@ use crate::ingest::Registry;
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: DbPool,
+    pub store: TrackStore,
     pub registry: Arc<Registry>,
 }
 

@@ -20,7 +20,7 @@ pub async fn flush_heartbeats(state: &AppState) -> Result<(), ApiError> {
     }
     let rows: Vec<_> = beats
         .iter()
-        .map(|(id, millis)| (id.to_string(), domain::from_millis(*millis)))
+        .map(|(id, millis)| (id.clone(), domain::from_millis(*millis)))
         .collect();
     state
         .db(move |conn| db::sessions::flush_heartbeats(conn, &rows))
@@ -30,7 +30,7 @@ pub async fn flush_heartbeats(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Times out every active session silent longer than `timeout`; returns their ids.
-pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<String>, ApiError> {
+pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<SessionId>, ApiError> {
     flush_heartbeats(state).await?;
     let timeout = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
     let cutoff = domain::now()
@@ -41,12 +41,10 @@ pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<String>, A
         .await?;
     for id in &timed_out {
         tracing::info!(session = %id, "session timed out (incomplete)");
-        if let Some(id) = SessionId::parse(id) {
-            state
-                .registry
-                .close_session(&id, CloseReason::TimedOut)
-                .await;
-        }
+        state
+            .registry
+            .close_session(id, CloseReason::TimedOut)
+            .await;
     }
     Ok(timed_out)
 }

@@ -4,17 +4,17 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 
-use crate::audio::{wav, AudioFormat, SampleFormat};
+use crate::audio::{wav, TrackStore};
 use crate::db::models::{SegmentRow, SessionRow, TrackRow};
-use crate::domain::{format_timestamp, SessionId, TrackName};
-use crate::ingest::{Registry, TrackShared};
+use crate::domain::{format_timestamp, SessionStatus};
+use crate::ingest::TrackShared;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionView {
     pub id: String,
     pub title: String,
-    pub status: String,
+    pub status: SessionStatus,
     pub created_at: String,
     pub last_heartbeat: String,
     pub completed_at: Option<String>,
@@ -54,19 +54,13 @@ pub struct SegmentView {
 pub fn session_view(row: &SessionRow, live_heartbeat: Option<NaiveDateTime>) -> SessionView {
     let heartbeat = live_heartbeat.map_or(row.last_heartbeat, |live| live.max(row.last_heartbeat));
     SessionView {
-        id: row.id.clone(),
+        id: row.id.to_string(),
         title: row.title.clone(),
-        status: row.status.clone(),
+        status: row.status,
         created_at: format_timestamp(row.created_at),
         last_heartbeat: format_timestamp(heartbeat),
         completed_at: row.completed_at.map(format_timestamp),
     }
-}
-
-pub fn track_format(row: &TrackRow) -> AudioFormat {
-    let sample = row.format.parse().unwrap_or(SampleFormat::S16le);
-    AudioFormat::new(row.sample_rate as u32, row.channels as u16, sample)
-        .unwrap_or(AudioFormat::DEFAULT)
 }
 
 /// A track from its row, its segments, its size on disk and (if live) its writer's counters.
@@ -76,20 +70,12 @@ pub fn track_view(
     size_on_disk: Option<u64>,
     live: Option<&TrackShared>,
 ) -> TrackView {
-    let format = track_format(row);
-    let data_bytes = live.map_or(row.data_bytes as u64, |live| {
-        live.written.load(Ordering::Acquire)
-    });
+    let format = row.format;
+    let data_bytes = live.map_or(row.data_bytes, |live| live.written.load(Ordering::Acquire));
     let size_bytes = size_on_disk.unwrap_or_else(|| wav::header_len(format) + data_bytes);
-    let session = SessionId::parse(&row.session_id);
-    let track = TrackName::parse(&row.name);
-    let path = match (session, track) {
-        (Some(session), Some(track)) => Registry::relative_track_path(&session, &track),
-        _ => String::new(),
-    };
     TrackView {
-        name: row.name.clone(),
-        path,
+        name: row.name.to_string(),
+        path: TrackStore::relative_track_path(&row.session_id, &row.name),
         size_bytes,
         data_bytes,
         sample_rate: format.sample_rate,
@@ -101,7 +87,7 @@ pub fn track_view(
             .iter()
             .filter(|segment| segment.track_name == row.name)
             .map(|segment| SegmentView {
-                offset: segment.start_offset as u64,
+                offset: segment.start_offset,
                 started_at: format_timestamp(segment.started_at),
             })
             .collect(),

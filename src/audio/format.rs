@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::domain::InvalidValue;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleFormat {
     S16le,
@@ -26,13 +28,13 @@ impl SampleFormat {
 }
 
 impl FromStr for SampleFormat {
-    type Err = ();
+    type Err = InvalidValue;
 
-    fn from_str(text: &str) -> Result<Self, ()> {
+    fn from_str(text: &str) -> Result<Self, InvalidValue> {
         match text {
             "s16le" => Ok(SampleFormat::S16le),
             "f32le" => Ok(SampleFormat::F32le),
-            _ => Err(()),
+            _ => Err(InvalidValue::new("sample format", text)),
         }
     }
 }
@@ -85,5 +87,23 @@ impl AudioFormat {
     pub fn duration_ms(&self, data_bytes: u64) -> u64 {
         let frames = data_bytes / self.block_size();
         frames * 1000 / u64::from(self.sample_rate)
+    }
+}
+
+/// The format a socket asked for; each part left out takes the track's (or the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestedFormat {
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u16>,
+    pub sample: Option<SampleFormat>,
+}
+
+impl RequestedFormat {
+    pub fn resolve(self, base: AudioFormat) -> AudioFormat {
+        AudioFormat {
+            sample_rate: self.sample_rate.unwrap_or(base.sample_rate),
+            channels: self.channels.unwrap_or(base.channels),
+            sample: self.sample.unwrap_or(base.sample),
+        }
     }
 }

@@ -1,9 +1,12 @@
-//! The WAV files on disk: their format, header, crash repair and durable appends.
+//! The WAV files on disk: the data directory they live in (`TrackStore`, the one owner of it),
+//! their format, header, crash repair and durable appends.
 //! Knows nothing of sockets, HTTP or the database.
 
 mod format;
+mod store;
 mod track_file;
 pub mod wav;
 
-pub use format::{AudioFormat, SampleFormat};
+pub use format::{AudioFormat, RequestedFormat, SampleFormat};
+pub use store::{open_for_append, Snapshot, TrackStore};
 pub use track_file::{fsync_dir, RepairReport, TrackFile};

@@ -49,10 +49,13 @@ impl TrackFile {
     }
 
     /// Opens an existing track after repairing it, so a stale header can never make an append
-    /// overwrite audio. A file without a readable header is rebuilt empty in `fallback` format.
-    pub fn open(path: &Path, fallback: AudioFormat) -> io::Result<(TrackFile, RepairReport)> {
+    /// overwrite audio. `format` is the track's as stored: it only completes a header torn
+    /// while the file was being created. A file whose header cannot be read otherwise is an
+    /// `InvalidData` error and is left exactly as it is: repair never shortens what it cannot
+    /// read.
+    pub fn open(path: &Path, format: AudioFormat) -> io::Result<(TrackFile, RepairReport)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let (layout, report) = repair_open_file(&file, fallback)?;
+        let (layout, report) = repair_open_file(&file, format)?;
         let track = TrackFile {
             file,
             layout,
@@ -62,13 +65,13 @@ impl TrackFile {
     }
 
     /// Repairs the file at `path` in place (creating it if it is missing) and closes it.
-    pub fn repair(path: &Path, fallback: AudioFormat) -> io::Result<RepairReport> {
-        match TrackFile::open(path, fallback) {
+    pub fn repair(path: &Path, format: AudioFormat) -> io::Result<RepairReport> {
+        match TrackFile::open(path, format) {
             Ok((_, report)) => Ok(report),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                let track = TrackFile::create(path, fallback)?;
+                let track = TrackFile::create(path, format)?;
                 Ok(RepairReport {
-                    format: fallback,
+                    format,
                     data_bytes: track.synced,
                     truncated: 0,
                     header_fixed: true,
@@ -112,7 +115,7 @@ impl TrackFile {
 
 /// Walks the chunks to the data, keeps every whole block, cuts a torn tail and rewrites the size
 /// fields if they disagree with the data. Nothing in the header's sizes is trusted.
-fn repair_open_file(file: &File, fallback: AudioFormat) -> io::Result<(Layout, RepairReport)> {
+fn repair_open_file(file: &File, format: AudioFormat) -> io::Result<(Layout, RepairReport)> {
     let file_len = file.metadata()?.len();
     let layout = match wav::read_layout(file_len, |buf, pos| file.read_exact_at(buf, pos)) {
         Ok(layout) => layout,
@@ -120,7 +123,13 @@ fn repair_open_file(file: &File, fallback: AudioFormat) -> io::Result<(Layout, R
             if error.kind() == io::ErrorKind::InvalidData
                 || error.kind() == io::ErrorKind::UnexpectedEof =>
         {
-            return rebuild_empty(file, fallback, file_len);
+            if torn_while_created(file, format, file_len)? {
+                return complete_empty_header(file, format);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the WAV header cannot be read ({error}); the file's {file_len} bytes are left as they are"),
+            ));
         }
         Err(error) => return Err(error),
     };
@@ -151,20 +160,27 @@ fn repair_open_file(file: &File, fallback: AudioFormat) -> io::Result<(Layout, R
     Ok((layout, report))
 }
 
-/// A file torn before its header was whole holds no audio: start it again.
-fn rebuild_empty(
-    file: &File,
-    format: AudioFormat,
-    file_len: u64,
-) -> io::Result<(Layout, RepairReport)> {
-    file.set_len(0)?;
+/// Whether the file is a beginning of the empty header `create` writes: a crash while the
+/// track was created. Such a file holds no audio, and completing its header changes none of
+/// its bytes.
+fn torn_while_created(file: &File, format: AudioFormat, file_len: u64) -> io::Result<bool> {
+    let empty = wav::header(format, 0);
+    if file_len >= empty.len() as u64 {
+        return Ok(false);
+    }
+    let mut current = vec![0u8; file_len as usize];
+    file.read_exact_at(&mut current, 0)?;
+    Ok(empty.starts_with(&current))
+}
+
+fn complete_empty_header(file: &File, format: AudioFormat) -> io::Result<(Layout, RepairReport)> {
     file.write_all_at(&wav::header(format, 0), 0)?;
     file.sync_all()?;
     let layout = Layout::of(format);
     let report = RepairReport {
         format,
         data_bytes: 0,
-        truncated: file_len,
+        truncated: 0,
         header_fixed: true,
     };
     Ok((layout, report))
@@ -246,13 +262,28 @@ mod tests {
     }
 
     #[test]
-    fn a_file_torn_inside_its_header_is_rebuilt_empty() {
+    fn a_file_torn_while_it_was_created_gets_its_empty_header() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mic.wav");
         std::fs::write(&path, b"RIFF\x24\0\0\0WAV").unwrap();
         let report = TrackFile::repair(&path, stereo()).unwrap();
         assert_eq!(report.data_bytes, 0);
         assert!(hound::WavReader::open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_file_whose_header_cannot_be_read_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mic.wav");
+        let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
+        std::fs::write(&path, &garbage).unwrap();
+        let error = TrackFile::repair(&path, stereo()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+        // Shorter than a header, but not the start of one: still not ours to cut.
+        std::fs::write(&path, b"RIFX").unwrap();
+        assert!(TrackFile::repair(&path, stereo()).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"RIFX");
     }
 
     #[test]

@@ -7,11 +7,14 @@ use diesel::prelude::*;
 use super::models::SessionRow;
 use super::schema::{segments, sessions, tracks};
 use super::DbConnection;
-use crate::domain::SessionStatus;
+use crate::domain::{SessionId, SessionStatus};
 
-const ACTIVE: &str = "active";
-const INCOMPLETE: &str = "incomplete";
-const COMPLETED: &str = "completed";
+const ACTIVE: &str = SessionStatus::Active.as_str();
+const INCOMPLETE: &str = SessionStatus::Incomplete.as_str();
+pub(crate) const COMPLETED: &str = SessionStatus::Completed.as_str();
+/// Spelled out rather than `!= completed`: a stored status that is none of the three must not
+/// take part in a transition (reading it back then fails, and says which row).
+const NOT_COMPLETED: [&str; 2] = [ACTIVE, INCOMPLETE];
 
 /// Why a transition did not happen.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,13 +27,20 @@ pub type Transition = QueryResult<Result<SessionRow, Refusal>>;
 
 pub fn insert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {
     diesel::insert_into(sessions::table)
-        .values(row)
+        .values((
+            sessions::id.eq(row.id.as_str()),
+            sessions::title.eq(&row.title),
+            sessions::status.eq(row.status.as_str()),
+            sessions::created_at.eq(row.created_at),
+            sessions::last_heartbeat.eq(row.last_heartbeat),
+            sessions::completed_at.eq(row.completed_at),
+        ))
         .execute(conn)
         .map(drop)
 }
 
-pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<SessionRow>> {
-    sessions::table.find(id).first(conn).optional()
+pub fn find(conn: &mut DbConnection, id: &SessionId) -> QueryResult<Option<SessionRow>> {
+    sessions::table.find(id.as_str()).first(conn).optional()
 }
 
 /// A page of sessions, newest first, and how many match in all.
@@ -63,10 +73,14 @@ pub fn count_with_status(conn: &mut DbConnection, status: SessionStatus) -> Quer
 }
 
 /// Moves the heartbeat forward, never back, and only while the session is active.
-pub fn touch_heartbeat(conn: &mut DbConnection, id: &str, at: NaiveDateTime) -> QueryResult<usize> {
+pub fn touch_heartbeat(
+    conn: &mut DbConnection,
+    id: &SessionId,
+    at: NaiveDateTime,
+) -> QueryResult<usize> {
     diesel::update(
         sessions::table
-            .filter(sessions::id.eq(id))
+            .filter(sessions::id.eq(id.as_str()))
             .filter(sessions::status.eq(ACTIVE))
             .filter(sessions::last_heartbeat.lt(at)),
     )
@@ -77,7 +91,7 @@ pub fn touch_heartbeat(conn: &mut DbConnection, id: &str, at: NaiveDateTime) -> 
 /// Writes a batch of in-memory heartbeats in one transaction.
 pub fn flush_heartbeats(
     conn: &mut DbConnection,
-    beats: &[(String, NaiveDateTime)],
+    beats: &[(SessionId, NaiveDateTime)],
 ) -> QueryResult<()> {
     if beats.is_empty() {
         return Ok(());
@@ -91,11 +105,11 @@ pub fn flush_heartbeats(
 }
 
 /// A socket attaches: `active` from anything but `completed`, heartbeat now.
-pub fn activate(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transition {
+pub fn activate(conn: &mut DbConnection, id: &SessionId, now: NaiveDateTime) -> Transition {
     let updated = diesel::update(
         sessions::table
-            .filter(sessions::id.eq(id))
-            .filter(sessions::status.ne(COMPLETED)),
+            .filter(sessions::id.eq(id.as_str()))
+            .filter(sessions::status.eq_any(NOT_COMPLETED)),
     )
     .set((
         sessions::status.eq(ACTIVE),
@@ -106,10 +120,10 @@ pub fn activate(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transi
 }
 
 /// `incomplete -> active`; an active session is returned unchanged.
-pub fn resume(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transition {
+pub fn resume(conn: &mut DbConnection, id: &SessionId, now: NaiveDateTime) -> Transition {
     let updated = diesel::update(
         sessions::table
-            .filter(sessions::id.eq(id))
+            .filter(sessions::id.eq(id.as_str()))
             .filter(sessions::status.eq(INCOMPLETE)),
     )
     .set((
@@ -126,11 +140,11 @@ pub fn resume(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transiti
     }
 }
 
-pub fn finish(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transition {
+pub fn finish(conn: &mut DbConnection, id: &SessionId, now: NaiveDateTime) -> Transition {
     let updated = diesel::update(
         sessions::table
-            .filter(sessions::id.eq(id))
-            .filter(sessions::status.ne(COMPLETED)),
+            .filter(sessions::id.eq(id.as_str()))
+            .filter(sessions::status.eq_any(NOT_COMPLETED)),
     )
     .set((
         sessions::status.eq(COMPLETED),
@@ -141,21 +155,22 @@ pub fn finish(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> Transiti
 }
 
 /// Deletes a session that is not active, with its tracks and segments.
-pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<Result<(), Refusal>> {
+pub fn delete(conn: &mut DbConnection, id: &SessionId) -> QueryResult<Result<(), Refusal>> {
     // Immediate: a read-then-write transaction that waits for the write lock up front, instead
     // of failing with "database is locked" when another write lands between its read and write.
     conn.immediate_transaction(|conn| {
         let Some(row) = find(conn, id)? else {
             return Ok(Err(Refusal::NotFound));
         };
-        if row.status == ACTIVE {
+        if row.status == SessionStatus::Active {
             return Ok(Err(Refusal::WrongStatus(SessionStatus::Active)));
         }
-        diesel::delete(segments::table.filter(segments::session_id.eq(id))).execute(conn)?;
-        diesel::delete(tracks::table.filter(tracks::session_id.eq(id))).execute(conn)?;
+        let key = id.as_str();
+        diesel::delete(segments::table.filter(segments::session_id.eq(key))).execute(conn)?;
+        diesel::delete(tracks::table.filter(tracks::session_id.eq(key))).execute(conn)?;
         let deleted = diesel::delete(
             sessions::table
-                .filter(sessions::id.eq(id))
+                .filter(sessions::id.eq(key))
                 .filter(sessions::status.ne(ACTIVE)),
         )
         .execute(conn)?;
@@ -169,14 +184,17 @@ pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<Result<(), Refus
 
 /// Marks `incomplete` every active session whose heartbeat is older than `cutoff`; returns their
 /// ids. Uses the (status, last_heartbeat) index.
-pub fn time_out_silent(conn: &mut DbConnection, cutoff: NaiveDateTime) -> QueryResult<Vec<String>> {
+pub fn time_out_silent(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+) -> QueryResult<Vec<SessionId>> {
     let candidates: Vec<String> = sessions::table
         .filter(sessions::status.eq(ACTIVE))
         .filter(sessions::last_heartbeat.lt(cutoff))
         .select(sessions::id)
         .load(conn)?;
     if candidates.is_empty() {
-        return Ok(candidates);
+        return Ok(Vec::new());
     }
     conn.transaction(|conn| {
         let mut timed_out = Vec::with_capacity(candidates.len());
@@ -190,6 +208,11 @@ pub fn time_out_silent(conn: &mut DbConnection, cutoff: NaiveDateTime) -> QueryR
             .set(sessions::status.eq(INCOMPLETE))
             .execute(conn)?;
             if updated == 1 {
+                // The id was just matched by its stored text; one that is not a session id
+                // stops the sweep (and is logged) rather than being skipped.
+                let id = SessionId::try_from(id).map_err(|error| {
+                    diesel::result::Error::DeserializationError(Box::new(error))
+                })?;
                 timed_out.push(id);
             }
         }
@@ -198,13 +221,11 @@ pub fn time_out_silent(conn: &mut DbConnection, cutoff: NaiveDateTime) -> QueryR
 }
 
 /// After a conditional UPDATE: the row if it happened, otherwise why not.
-fn outcome(conn: &mut DbConnection, id: &str, updated: usize) -> Transition {
+fn outcome(conn: &mut DbConnection, id: &SessionId, updated: usize) -> Transition {
     let row = find(conn, id)?;
     Ok(match row {
         None => Err(Refusal::NotFound),
         Some(row) if updated == 1 => Ok(row),
-        Some(row) => Err(Refusal::WrongStatus(
-            row.status.parse().unwrap_or(SessionStatus::Completed),
-        )),
+        Some(row) => Err(Refusal::WrongStatus(row.status)),
     })
 }

@@ -4,53 +4,84 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::models::{SegmentRow, TrackRow};
-use super::schema::{segments, tracks};
+use super::models::{BadRow, SegmentRow, TrackColumns, TrackRow};
+use super::schema::{segments, sessions, tracks};
+use super::sessions::COMPLETED;
 use super::DbConnection;
+use crate::audio::{AudioFormat, RequestedFormat};
+use crate::domain::{SessionId, SessionStatus, TrackName};
 
 pub fn find(
     conn: &mut DbConnection,
-    session_id: &str,
-    name: &str,
+    session: &SessionId,
+    name: &TrackName,
 ) -> QueryResult<Option<TrackRow>> {
     tracks::table
-        .find((session_id, name))
+        .find((session.as_str(), name.as_str()))
         .first(conn)
         .optional()
 }
 
-pub fn count_for_session(conn: &mut DbConnection, session_id: &str) -> QueryResult<i64> {
+pub fn count_for_session(conn: &mut DbConnection, session: &SessionId) -> QueryResult<i64> {
     tracks::table
-        .filter(tracks::session_id.eq(session_id))
+        .filter(tracks::session_id.eq(session.as_str()))
         .count()
         .get_result(conn)
 }
 
 pub fn insert(conn: &mut DbConnection, row: &TrackRow) -> QueryResult<()> {
     diesel::insert_into(tracks::table)
-        .values(row)
+        .values((
+            tracks::session_id.eq(row.session_id.as_str()),
+            tracks::name.eq(row.name.as_str()),
+            tracks::sample_rate.eq(row.format.sample_rate as i32),
+            tracks::channels.eq(i32::from(row.format.channels)),
+            tracks::format.eq(row.format.sample.as_str()),
+            tracks::data_bytes.eq(row.data_bytes as i64),
+            tracks::created_at.eq(row.created_at),
+        ))
         .execute(conn)
         .map(drop)
 }
 
-pub fn for_session(conn: &mut DbConnection, session_id: &str) -> QueryResult<Vec<TrackRow>> {
+pub fn for_session(conn: &mut DbConnection, session: &SessionId) -> QueryResult<Vec<TrackRow>> {
     tracks::table
-        .filter(tracks::session_id.eq(session_id))
+        .filter(tracks::session_id.eq(session.as_str()))
         .order((tracks::created_at.asc(), tracks::name.asc()))
         .load(conn)
 }
 
-/// Every track, for the repair scan at start.
-pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<TrackRow>> {
-    tracks::table.load(conn)
+/// The tracks a crash may have left unfinished: those of every session not `completed` (a
+/// finished session's tracks were synced and finalized). One query; each row is checked on
+/// its own, so a row that does not parse is reported (naming it) and the others still come.
+pub fn unfinished(conn: &mut DbConnection) -> QueryResult<Vec<Result<TrackRow, BadRow>>> {
+    let rows: Vec<(TrackColumns, String)> = tracks::table
+        .inner_join(sessions::table)
+        .filter(sessions::status.ne(COMPLETED))
+        .select((tracks::all_columns, sessions::status))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(track, status)| {
+            if let Err(error) = status.parse::<SessionStatus>() {
+                let key = track.0;
+                return Err(BadRow {
+                    table: "sessions",
+                    key,
+                    error,
+                });
+            }
+            TrackRow::from_stored(track)
+        })
+        .collect())
 }
 
 pub fn segments_for_session(
     conn: &mut DbConnection,
-    session_id: &str,
+    session: &SessionId,
 ) -> QueryResult<Vec<SegmentRow>> {
     segments::table
-        .filter(segments::session_id.eq(session_id))
+        .filter(segments::session_id.eq(session.as_str()))
         .order((
             segments::started_at.asc(),
             segments::start_offset.asc(),
@@ -61,11 +92,11 @@ pub fn segments_for_session(
 
 pub fn set_data_bytes(
     conn: &mut DbConnection,
-    session_id: &str,
-    name: &str,
+    session: &SessionId,
+    name: &TrackName,
     data_bytes: u64,
 ) -> QueryResult<()> {
-    diesel::update(tracks::table.find((session_id, name)))
+    diesel::update(tracks::table.find((session.as_str(), name.as_str())))
         .set(tracks::data_bytes.eq(data_bytes as i64))
         .execute(conn)
         .map(drop)
@@ -74,28 +105,89 @@ pub fn set_data_bytes(
 /// Records that a socket attached to the track at `offset`.
 pub fn add_segment(
     conn: &mut DbConnection,
-    session_id: &str,
-    name: &str,
+    session: &SessionId,
+    name: &TrackName,
     offset: u64,
     at: NaiveDateTime,
 ) -> QueryResult<()> {
+    let (session, name) = (session.as_str(), name.as_str());
     // Immediate: read-then-write, so take the write lock first (see sessions::delete).
     conn.immediate_transaction(|conn| {
         let last: Option<i32> = segments::table
-            .filter(segments::session_id.eq(session_id))
+            .filter(segments::session_id.eq(session))
             .filter(segments::track_name.eq(name))
             .select(diesel::dsl::max(segments::seq))
             .first(conn)?;
-        let row = SegmentRow {
-            session_id: session_id.to_string(),
-            track_name: name.to_string(),
-            seq: last.map_or(0, |seq| seq + 1),
-            start_offset: offset as i64,
-            started_at: at,
-        };
         diesel::insert_into(segments::table)
-            .values(&row)
+            .values((
+                segments::session_id.eq(session),
+                segments::track_name.eq(name),
+                segments::seq.eq(last.map_or(0, |seq| seq + 1)),
+                segments::start_offset.eq(offset as i64),
+                segments::started_at.eq(at),
+            ))
             .execute(conn)
             .map(drop)
+    })
+}
+
+/// A session holds at most this many tracks, counting every track ever opened.
+pub const MAX_TRACKS: i64 = 16;
+
+/// Why a socket may not open a track.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenRefusal {
+    SessionNotFound,
+    SessionCompleted,
+    /// The track exists with this other format.
+    FormatMismatch(AudioFormat),
+    TooManyTracks,
+}
+
+/// A socket opens a track: checks the session and the track, creates the track's row if it is
+/// new, and marks the session active with a fresh heartbeat, in one transaction. Returns the
+/// track's format and the session's former status.
+pub fn open_for_socket(
+    conn: &mut DbConnection,
+    session: &SessionId,
+    track: &TrackName,
+    requested: RequestedFormat,
+    now: NaiveDateTime,
+) -> QueryResult<Result<(AudioFormat, SessionStatus), OpenRefusal>> {
+    // Immediate: two sockets opening new tracks at once cannot both pass the track limit.
+    conn.immediate_transaction(|conn| {
+        let Some(row) = super::sessions::find(conn, session)? else {
+            return Ok(Err(OpenRefusal::SessionNotFound));
+        };
+        if row.status == SessionStatus::Completed {
+            return Ok(Err(OpenRefusal::SessionCompleted));
+        }
+        let format = match find(conn, session, track)? {
+            Some(existing) => {
+                if requested.resolve(existing.format) != existing.format {
+                    return Ok(Err(OpenRefusal::FormatMismatch(existing.format)));
+                }
+                existing.format
+            }
+            None => {
+                if count_for_session(conn, session)? >= MAX_TRACKS {
+                    return Ok(Err(OpenRefusal::TooManyTracks));
+                }
+                let format = requested.resolve(AudioFormat::DEFAULT);
+                let row = TrackRow {
+                    session_id: session.clone(),
+                    name: track.clone(),
+                    format,
+                    data_bytes: 0,
+                    created_at: now,
+                };
+                insert(conn, &row)?;
+                format
+            }
+        };
+        match super::sessions::activate(conn, session, now)? {
+            Ok(_) => Ok(Ok((format, row.status))),
+            Err(_) => Ok(Err(OpenRefusal::SessionCompleted)),
+        }
     })
 }

@@ -2,7 +2,6 @@
 //! (kept in memory and written in batches), and how many sockets are open.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::protocol::CloseReason;
 use super::writer::{self, Control, SocketLink, TrackKey, TrackShared, WriterHandle, WriterSetup};
-use crate::audio::AudioFormat;
+use crate::audio::{AudioFormat, TrackStore};
 use crate::db::DbPool;
 use crate::domain::{self, SessionId, TrackName};
 
@@ -27,7 +26,7 @@ struct SessionEntry {
 pub struct Registry {
     sessions: Mutex<HashMap<SessionId, SessionEntry>>,
     pool: DbPool,
-    data_dir: PathBuf,
+    store: TrackStore,
     sync_interval: Duration,
     max_connections: usize,
     connections: AtomicUsize,
@@ -54,14 +53,14 @@ pub struct Attachment {
 impl Registry {
     pub fn new(
         pool: DbPool,
-        data_dir: PathBuf,
+        store: TrackStore,
         sync_interval: Duration,
         max_connections: usize,
     ) -> Arc<Registry> {
         Arc::new(Registry {
             sessions: Mutex::new(HashMap::new()),
             pool,
-            data_dir,
+            store,
             sync_interval,
             max_connections,
             connections: AtomicUsize::new(0),
@@ -75,19 +74,6 @@ impl Registry {
         self.sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn session_dir(&self, session: &SessionId) -> PathBuf {
-        self.data_dir.join("sessions").join(session.as_str())
-    }
-
-    pub fn track_path(&self, session: &SessionId, track: &TrackName) -> PathBuf {
-        self.session_dir(session).join(format!("{track}.wav"))
-    }
-
-    /// The file path relative to the data directory, as the API shows it.
-    pub fn relative_track_path(session: &SessionId, track: &TrackName) -> String {
-        format!("sessions/{session}/{track}.wav")
     }
 
     pub fn try_reserve_connection(self: &Arc<Self>) -> Option<ConnectionPermit> {
@@ -126,7 +112,7 @@ impl Registry {
                 .entry(key.track.clone())
                 .or_insert_with(|| {
                     let setup = WriterSetup {
-                        path: self.track_path(&key.session, &key.track),
+                        path: self.store.track_path(&key.session, &key.track),
                         key: key.clone(),
                         format,
                         pool: self.pool.clone(),

@@ -212,9 +212,10 @@ impl Writer {
     async fn open(setup: WriterSetup, shared: Arc<TrackShared>) -> io::Result<Writer> {
         let path = setup.path.clone();
         let format = setup.format;
-        let file = tokio::task::spawn_blocking(move || open_track(&path, format))
-            .await
-            .map_err(io::Error::other)??;
+        let file =
+            tokio::task::spawn_blocking(move || crate::audio::open_for_append(&path, format))
+                .await
+                .map_err(io::Error::other)??;
         let synced = file.synced();
         shared.written.store(synced, Ordering::Release);
         shared.synced.store(synced, Ordering::Release);
@@ -447,14 +448,8 @@ impl Writer {
         let at = domain::now();
         tokio::task::spawn_blocking(move || {
             let result = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
-                db::tracks::add_segment(
-                    &mut conn,
-                    key.session.as_str(),
-                    key.track.as_str(),
-                    offset,
-                    at,
-                )
-                .map_err(|e| e.to_string())
+                db::tracks::add_segment(&mut conn, &key.session, &key.track, offset, at)
+                    .map_err(|e| e.to_string())
             });
             if let Err(error) = result {
                 tracing::warn!(session = %key.session, track = %key.track, %error, "segment not recorded");
@@ -469,33 +464,12 @@ impl Writer {
         let synced = self.synced;
         let result = tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|e| e.to_string())?;
-            db::tracks::set_data_bytes(&mut conn, key.session.as_str(), key.track.as_str(), synced)
+            db::tracks::set_data_bytes(&mut conn, &key.session, &key.track, synced)
                 .map_err(|e| e.to_string())
         })
         .await;
         if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {
             tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "track size not saved; the file stays the truth");
         }
-    }
-}
-
-fn open_track(path: &std::path::Path, format: AudioFormat) -> io::Result<TrackFile> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
-            if let Some(parent) = dir.parent() {
-                crate::audio::fsync_dir(parent)?;
-            }
-        }
-    }
-    match TrackFile::open(path, format) {
-        Ok((file, report)) => {
-            if report.truncated > 0 || report.header_fixed {
-                tracing::info!(path = %path.display(), data_bytes = report.data_bytes, truncated = report.truncated, "repaired track on open");
-            }
-            Ok(file)
-        }
-        Err(error) if error.kind() == io::ErrorKind::NotFound => TrackFile::create(path, format),
-        Err(error) => Err(error),
     }
 }

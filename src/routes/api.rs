@@ -1,5 +1,5 @@
 //! The REST API of the contract. Handlers decode and validate, call `lifecycle`, and answer;
-//! they never touch an audio file themselves except to stream a snapshot of one.
+//! they never touch a file (the data directory is `audio::TrackStore`'s).
 
 use actix_web::web::{self, Bytes, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
@@ -167,6 +167,7 @@ async fn check_timeouts(state: web::Data<AppState>, body: Bytes) -> Result<HttpR
         }
     };
     let ids = sweeper::sweep(&state, timeout).await?;
+    let ids: Vec<&str> = ids.iter().map(SessionId::as_str).collect();
     Ok(HttpResponse::Ok().json(json!({"timedOut": ids.len(), "sessionIds": ids})))
 }
 

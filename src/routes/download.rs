@@ -1,10 +1,9 @@
 //! `GET /api/session/{id}/tracks/{name}.wav`: a consistent snapshot of a track as a playable
-//! WAV. The header is built for the data served (at least every acked byte), so a track that
-//! is still growing downloads as a valid file; single byte ranges are honoured.
+//! WAV (the store builds it: at least every acked byte, a header for exactly the data served),
+//! streamed in chunks; single byte ranges are honoured.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
@@ -12,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures_util::stream;
 
 use super::api::session_id;
-use crate::audio::wav;
+use crate::audio::Snapshot;
 use crate::db;
 use crate::domain::TrackName;
 use crate::error::ApiError;
@@ -31,7 +30,7 @@ pub async fn track_wav(
         .strip_suffix(".wav")
         .and_then(TrackName::parse)
         .ok_or_else(|| ApiError::NotFound("no track by that name".into()))?;
-    let (session_key, track_key) = (id.to_string(), track.to_string());
+    let (session_key, track_key) = (id.clone(), track.clone());
     let known = state
         .db(move |conn| db::tracks::find(conn, &session_key, &track_key))
         .await?
@@ -43,113 +42,67 @@ pub async fn track_wav(
         .registry
         .live_track(&id, track.as_str())
         .map(|live| live.synced.load(Ordering::Acquire));
-    let file_path = state.registry.track_path(&id, &track);
-    let snapshot = web::block(move || Snapshot::open(&file_path, live_synced))
+    let (store, session, name) = (state.store.clone(), id.clone(), track.clone());
+    let snapshot = web::block(move || store.snapshot(&session, &name, live_synced))
         .await?
-        .map_err(|error| ApiError::NotFound(format!("the track's file cannot be read: {error}")))?;
+        .map_err(|error| {
+            tracing::warn!(session = %id, track = %track, %error, "a track's file cannot be read for download");
+            ApiError::NotFound("the track's file cannot be read".into())
+        })?;
+    let total = snapshot.len();
     let range = req
         .headers()
         .get(header::RANGE)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| parse_range(value, snapshot.total_len()));
+        .and_then(|value| parse_range(value, total));
     let disposition = format!("attachment; filename=\"{track}.wav\"");
     match range {
-        None => Ok(snapshot.respond(HttpResponse::Ok(), 0, snapshot.total_len(), disposition)),
+        None => Ok(respond(HttpResponse::Ok(), snapshot, 0, total, disposition)),
         Some(Err(())) => Ok(HttpResponse::RangeNotSatisfiable()
-            .insert_header((header::CONTENT_RANGE, format!("bytes */{}", snapshot.total_len())))
+            .insert_header((header::CONTENT_RANGE, format!("bytes */{total}")))
             .json(serde_json::json!({"error": "range_not_satisfiable", "message": "the range is outside the file"}))),
         Some(Ok((start, end))) => {
             let mut builder = HttpResponse::PartialContent();
             builder.insert_header((
                 header::CONTENT_RANGE,
-                format!("bytes {start}-{}/{}", end - 1, snapshot.total_len()),
+                format!("bytes {start}-{}/{total}", end - 1),
             ));
-            Ok(snapshot.respond(builder, start, end, disposition))
+            Ok(respond(builder, snapshot, start, end, disposition))
         }
     }
 }
 
-/// The header for `data_len` bytes, and the file those bytes are read from.
-struct Snapshot {
-    header: Bytes,
-    file: std::sync::Arc<File>,
-    data_start: u64,
-    data_len: u64,
-}
-
-impl Snapshot {
-    /// Takes the whole blocks on disk, no more than the writer has synced if the track is live.
-    fn open(path: &std::path::Path, live_synced: Option<u64>) -> std::io::Result<Snapshot> {
-        let file = File::open(path)?;
-        let file_len = file.metadata()?.len();
-        let layout = wav::read_layout(file_len, |buf, pos| file.read_exact_at(buf, pos))?;
-        let on_disk = file_len.saturating_sub(layout.data_start);
-        let whole = on_disk - on_disk % layout.format.block_size();
-        let data_len = live_synced
-            .map_or(whole, |synced| synced.min(whole))
-            .min(layout.max_data_bytes());
-        Ok(Snapshot {
-            header: Bytes::from(wav::header(layout.format, data_len)),
-            file: std::sync::Arc::new(file),
-            data_start: layout.data_start,
-            data_len,
-        })
-    }
-
-    fn total_len(&self) -> u64 {
-        self.header.len() as u64 + self.data_len
-    }
-
-    /// Streams bytes `start..end` of header-then-data, reading the file on blocking threads.
-    fn respond(
-        &self,
-        mut builder: actix_web::HttpResponseBuilder,
-        start: u64,
-        end: u64,
-        disposition: String,
-    ) -> HttpResponse {
-        let header_len = self.header.len() as u64;
-        let header_part = if start < header_len {
-            self.header
-                .slice(start as usize..end.min(header_len) as usize)
-        } else {
-            Bytes::new()
-        };
-        let file = self.file.clone();
-        let data_start = self.data_start;
-        let first_data = start.max(header_len) - header_len;
-        let data_end = end.saturating_sub(header_len);
-        let head = stream::once(async move { Ok::<Bytes, actix_web::Error>(header_part) });
-        let body = stream::unfold(first_data, move |position| {
-            let file = file.clone();
-            async move {
-                if position >= data_end {
-                    return None;
-                }
-                let len = (data_end - position).min(CHUNK_BYTES);
-                let read = web::block(move || {
-                    let mut buf = vec![0u8; len as usize];
-                    file.read_exact_at(&mut buf, data_start + position)
-                        .map(|_| buf)
-                })
-                .await;
-                let chunk = match read {
-                    Ok(Ok(buf)) => Ok(Bytes::from(buf)),
-                    Ok(Err(error)) => Err(actix_web::error::ErrorInternalServerError(error)),
-                    Err(error) => Err(actix_web::error::ErrorInternalServerError(error)),
-                };
-                Some((chunk, position + len))
+/// Streams bytes `start..end` of the snapshot, each chunk read on a blocking thread.
+fn respond(
+    mut builder: actix_web::HttpResponseBuilder,
+    snapshot: Snapshot,
+    start: u64,
+    end: u64,
+    disposition: String,
+) -> HttpResponse {
+    let snapshot = Arc::new(snapshot);
+    let body = stream::unfold(start, move |position| {
+        let snapshot = snapshot.clone();
+        async move {
+            if position >= end {
+                return None;
             }
-        });
-        use futures_util::StreamExt;
-        builder
-            .content_type("audio/wav")
-            .insert_header((header::ACCEPT_RANGES, "bytes"))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((header::CONTENT_DISPOSITION, disposition))
-            .no_chunking(end - start)
-            .streaming(head.chain(body))
-    }
+            let until = end.min(position + CHUNK_BYTES);
+            let chunk = match web::block(move || snapshot.read(position, until)).await {
+                Ok(Ok(buf)) => Ok(Bytes::from(buf)),
+                Ok(Err(error)) => Err(actix_web::error::ErrorInternalServerError(error)),
+                Err(error) => Err(actix_web::error::ErrorInternalServerError(error)),
+            };
+            Some((chunk, until))
+        }
+    });
+    builder
+        .content_type("audio/wav")
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_DISPOSITION, disposition))
+        .no_chunking(end - start)
+        .streaming(body)
 }
 
 /// One `bytes=` range as a half-open span; `None` to ignore the header (malformed or several

@@ -10,7 +10,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::access;
 use crate::db;
-use crate::domain::{SessionId, SessionStatus};
+use crate::domain::SessionStatus;
 use crate::error::ApiError;
 use crate::lifecycle::{self, MAX_TITLE_CHARS};
 use crate::state::AppState;
@@ -62,8 +62,8 @@ async fn load_history(state: &AppState) -> Result<History, ApiError> {
         })
         .await?;
     let mut sessions = Vec::with_capacity(rows.len());
-    for id in rows.iter().filter_map(|row| SessionId::parse(&row.id)) {
-        match lifecycle::detail(state, &id).await {
+    for row in &rows {
+        match lifecycle::detail(state, &row.id).await {
             Ok(detail) => sessions.push(detail),
             // Deleted between the list and now: it is simply gone from the page.
             Err(ApiError::NotFound(_)) => {}
@@ -179,7 +179,7 @@ fn recovery_banner(incomplete: &[SessionView], total: i64) -> Markup {
 
 fn session_card(detail: &SessionDetail) -> Markup {
     let session = &detail.session;
-    let status: SessionStatus = session.status.parse().unwrap_or(SessionStatus::Completed);
+    let status = session.status;
     html! {
         article.session data-testid="session" data-session-id=(session.id) data-status=(session.status) {
             div.session-head {
@@ -394,7 +394,7 @@ mod tests {
             session: SessionView {
                 id: "7f1c0f5e-3c1a-4a55-9c55-1b1d5d7c2a10".into(),
                 title: hostile.into(),
-                status: "incomplete".into(),
+                status: SessionStatus::Incomplete,
                 created_at: "2026-11-25T16:37:35.123Z".into(),
                 last_heartbeat: "2026-11-25T16:38:00.000Z".into(),
                 completed_at: None,

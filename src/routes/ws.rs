@@ -15,9 +15,8 @@ use tokio::sync::mpsc;
 
 use super::api::{parse_plain_number, session_id};
 use crate::access;
-use crate::audio::{AudioFormat, SampleFormat};
-use crate::db::{self, models::TrackRow, DbConnection};
-use crate::domain::{self, SessionId, SessionStatus, TrackName};
+use crate::audio::{AudioFormat, RequestedFormat};
+use crate::domain::{SessionId, SessionStatus, TrackName};
 use crate::error::ApiError;
 use crate::ingest::frame;
 use crate::ingest::protocol::{ClientCommand, CloseReason, Closing, ServerMessage};
@@ -26,31 +25,9 @@ use crate::ingest::writer::WriterHandle;
 use crate::ingest::{ConnectionPermit, Outbound, SocketLink, SocketMsg, TrackKey};
 use crate::lifecycle;
 use crate::state::AppState;
-use crate::views::track_format;
-
-/// A session holds at most this many tracks, counting every track ever opened.
-pub const MAX_TRACKS: i64 = 16;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/api/session/{id}/ws", web::get().to(stream_track));
-}
-
-/// The format a socket asked for; each part left out takes the track's (or the default).
-#[derive(Debug, Clone, Copy, Default)]
-struct RequestedFormat {
-    sample_rate: Option<u32>,
-    channels: Option<u16>,
-    sample: Option<SampleFormat>,
-}
-
-impl RequestedFormat {
-    fn resolve(self, base: AudioFormat) -> AudioFormat {
-        AudioFormat {
-            sample_rate: self.sample_rate.unwrap_or(base.sample_rate),
-            channels: self.channels.unwrap_or(base.channels),
-            sample: self.sample.unwrap_or(base.sample),
-        }
-    }
 }
 
 fn parse_query(query: &str) -> Result<(TrackName, RequestedFormat), ApiError> {
@@ -106,10 +83,7 @@ async fn stream_track(
     let (response, ws_session, stream) = actix_ws::handle(&req, body)
         .map_err(|error| ApiError::InvalidBody(format!("not a WebSocket upgrade: {error}")))?;
 
-    let (session_key, track_key) = (id.to_string(), track.to_string());
-    let (format, previous) = state
-        .db(move |conn| prepare_track(conn, &session_key, &track_key, requested))
-        .await??;
+    let (format, previous) = lifecycle::open_track(&state, &id, &track, requested).await?;
 
     let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
     let link = SocketLink {
@@ -128,11 +102,7 @@ async fn stream_track(
         .map_err(|error| ApiError::Storage(error.to_string()))?;
 
     // A finish that raced this attach either saw this socket (and closes it) or is seen here.
-    let session_key = id.to_string();
-    let now_status = state
-        .db(move |conn| db::sessions::find(conn, &session_key))
-        .await?;
-    if now_status.is_none_or(|row| row.status == SessionStatus::Completed.as_str()) {
+    if lifecycle::is_over(&state, &id).await? {
         let _ = attachment
             .writer
             .socket_tx
@@ -165,68 +135,6 @@ async fn stream_track(
         .max_continuation_size(max);
     actix_web::rt::spawn(socket.run(ws_session, stream, outbound_rx, attachment.ready_offset));
     Ok(response)
-}
-
-/// Checks the session and the track, creates the track row if it is new, and marks the session
-/// active with a fresh heartbeat. Returns the track's format and the session's former status.
-fn prepare_track(
-    conn: &mut DbConnection,
-    session: &str,
-    track: &str,
-    requested: RequestedFormat,
-) -> diesel::QueryResult<Result<(AudioFormat, SessionStatus), ApiError>> {
-    // Immediate: two sockets opening new tracks at once cannot both pass the track limit.
-    conn.immediate_transaction(|conn| {
-        let Some(row) = db::sessions::find(conn, session)? else {
-            return Ok(Err(ApiError::session_not_found()));
-        };
-        let previous: SessionStatus = row.status.parse().unwrap_or(SessionStatus::Completed);
-        if previous == SessionStatus::Completed {
-            return Ok(Err(ApiError::SessionCompleted(
-                "the session is completed".into(),
-            )));
-        }
-        let format = match db::tracks::find(conn, session, track)? {
-            Some(existing) => {
-                let stored = track_format(&existing);
-                if requested.resolve(stored) != stored {
-                    return Ok(Err(ApiError::FormatMismatch(format!(
-                        "the track is {} Hz, {} channel(s), {}",
-                        stored.sample_rate, stored.channels, stored.sample
-                    ))));
-                }
-                stored
-            }
-            None => {
-                if db::tracks::count_for_session(conn, session)? >= MAX_TRACKS {
-                    return Ok(Err(ApiError::TooManyTracks(format!(
-                        "a session holds at most {MAX_TRACKS} tracks"
-                    ))));
-                }
-                let format = requested.resolve(AudioFormat::DEFAULT);
-                db::tracks::insert(conn, &new_track_row(session, track, format))?;
-                format
-            }
-        };
-        match db::sessions::activate(conn, session, domain::now())? {
-            Ok(_) => Ok(Ok((format, previous))),
-            Err(_) => Ok(Err(ApiError::SessionCompleted(
-                "the session is completed".into(),
-            ))),
-        }
-    })
-}
-
-fn new_track_row(session: &str, track: &str, format: AudioFormat) -> TrackRow {
-    TrackRow {
-        session_id: session.to_string(),
-        name: track.to_string(),
-        sample_rate: format.sample_rate as i32,
-        channels: i32::from(format.channels),
-        format: format.sample.to_string(),
-        data_bytes: 0,
-        created_at: domain::now(),
-    }
 }
 
 /// One attached socket.

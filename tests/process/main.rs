@@ -7,3 +7,4 @@ mod crash;
 mod faults;
 mod server;
 mod shutdown;
+mod stored;

@@ -49,10 +49,10 @@ pub fn seed(plan: &SeedPlan) -> Result<SeedReport, String> {
     conn.transaction::<_, diesel::result::Error, _>(|conn| {
         for index in 0..plan.sessions {
             let row = seeded_row(plan, index, now);
-            match row.status.as_str() {
-                "active" => report.active += 1,
-                "incomplete" => report.incomplete += 1,
-                _ => report.completed += 1,
+            match row.status {
+                SessionStatus::Active => report.active += 1,
+                SessionStatus::Incomplete => report.incomplete += 1,
+                SessionStatus::Completed => report.completed += 1,
             }
             db::sessions::insert(conn, &row)?;
         }
@@ -81,9 +81,9 @@ fn seeded_row(plan: &SeedPlan, index: usize, now: NaiveDateTime) -> SessionRow {
         SessionStatus::Completed => (created_at + hour, Some(created_at + hour)),
     };
     SessionRow {
-        id: SessionId::new_random().to_string(),
+        id: SessionId::new_random(),
         title: format!("Seeded episode {index}"),
-        status: status.as_str().to_string(),
+        status,
         created_at,
         last_heartbeat,
         completed_at,
