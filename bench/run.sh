@@ -316,7 +316,7 @@ main() {
     mkdir -p "$RESULTS_DIR" "$BENCH_TMP"
     WORK=$(mktemp -d "$BENCH_TMP/safetake-bench.XXXXXX")
     log "building release binaries"
-    cargo build --release --bin safetake --bin loadgen >&2
+    cargo build --release --locked -p safetake -p loadgen >&2
     for phase in $PHASES; do
         case $phase in
             disk | fixed | ramp | maxrate | sessions) ;;

@@ -24,13 +24,14 @@ cargo --version && node --version
 
 step "format and lints"
 cargo fmt --all -- --check
-cargo clippy --release --all-targets --locked -- -D warnings
+# The whole workspace: the server, the load generator (loadgen/) and the fuzz targets (fuzz/).
+cargo clippy --release --all-targets --workspace --locked -- -D warnings
 
 step "build"
-cargo build --release --locked
+cargo build --release --workspace --locked
 
-step "unit, API, hostile-input, socket, crash, fault and shutdown tests"
-cargo test --release --locked 2>&1 | tee "$log/cargo.txt"
+step "unit, API, hostile-input, socket, crash, fault, shutdown and load generator tests"
+cargo test --release --workspace --locked 2>&1 | tee "$log/cargo.txt"
 
 step "fuzzing: frame decoder and WAV repair"
 bash tests/fuzz.sh

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use safetake::audio::{AudioFormat, SampleFormat};
-use safetake::ingest::frame::{decode, FrameError, HEADER_BYTES};
+use safetake::ingest::frame::{decode, encode, FrameError, HEADER_BYTES};
 
 fuzz_target!(|input: &[u8]| {
     // The first byte picks the track's format; the rest is the socket message.
@@ -38,6 +38,8 @@ fuzz_target!(|input: &[u8]| {
             );
             assert_eq!(frame.offset, offset);
             assert_eq!(&frame.payload[..], payload);
+            // The encoder the clients use (tests, load generator) builds the same bytes back.
+            assert_eq!(encode(frame.offset, &frame.payload), message);
         }
         // Refusing a well-formed frame would drop audio a client sent in good faith.
         Err(error) => assert!(

@@ -111,3 +111,48 @@ async fn unknown_tracks_and_hostile_names_are_404() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_range_past_the_end_is_clamped_to_the_file() {
+    let app = spawn_app().await;
+    let id = app.create_session().await;
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    socket.send_frame(0, &pcm(24, 1000)).await;
+    socket.flush(1000).await;
+    socket.close().await;
+    let whole = std::fs::read(app.track_path(&id, "mic")).unwrap();
+    let last = whole.len() - 1;
+    let url = app.url(&format!("/api/session/{id}/tracks/mic.wav"));
+    // RFC 9110: a last position at or past the end means "to the end"; a suffix longer than the
+    // file means all of it.
+    for (range, start) in [
+        ("bytes=40-5000".to_string(), 40),
+        (format!("bytes=100-{}", whole.len()), 100),
+        (format!("bytes={last}-99999999999"), last),
+        ("bytes=-5000".to_string(), 0),
+    ] {
+        let response = app
+            .http
+            .get(&url)
+            .header("range", &range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206, "{range}");
+        assert_eq!(
+            response.headers()["content-range"],
+            format!("bytes {start}-{last}/{}", whole.len()).as_str(),
+            "{range}"
+        );
+        assert_eq!(
+            response.headers()["content-length"],
+            (whole.len() - start).to_string().as_str(),
+            "{range}"
+        );
+        assert_eq!(
+            &response.bytes().await.unwrap()[..],
+            &whole[start..],
+            "{range}"
+        );
+    }
+}

@@ -170,6 +170,105 @@ async fn get_session_lists_its_tracks() {
     let session = app.session(&id).await;
     assert_eq!(session["id"], id.as_str());
     assert_eq!(session["tracks"], json!([]));
+
+    // Two tracks: `mic` in the default format, attached twice and now detached; `guest` in
+    // 44.1 kHz stereo float, still attached. Lengths that make `durationMs` round down.
+    use crate::helpers::{pcm, read_wav_data, WAIT};
+    let before = chrono::Utc::now();
+    let mic = pcm(60, 1600);
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    socket.send_frame(0, &mic[..1000]).await;
+    socket.flush(1000).await;
+    socket.close().await;
+    let (mut socket, ready) = app.connect(&id, "track=mic").await;
+    assert_eq!(ready["offset"], 1000);
+    socket.send_frame(1000, &mic[1000..]).await;
+    socket.flush(1600).await;
+    socket.close().await;
+    let guest = pcm(61, 8000);
+    let (mut guest_socket, _) = app
+        .connect(&id, "track=guest&sampleRate=44100&channels=2&format=f32le")
+        .await;
+    guest_socket.send_frame(0, &guest).await;
+    guest_socket.flush(8000).await;
+
+    // Segments are recorded in the background and a detach lands a moment after the close.
+    let deadline = std::time::Instant::now() + WAIT;
+    let tracks = loop {
+        let session = app.session(&id).await;
+        let tracks = session["tracks"].as_array().cloned().unwrap_or_default();
+        let settled = |name: &str, segments: usize, connected: bool| {
+            tracks.iter().any(|track| {
+                track["name"] == name
+                    && track["connected"] == connected
+                    && track["segments"].as_array().map(Vec::len) == Some(segments)
+            })
+        };
+        if settled("mic", 2, false) && settled("guest", 1, true) {
+            break tracks;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tracks did not settle: {session}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let after = chrono::Utc::now();
+    assert_eq!(tracks.len(), 2, "{tracks:?}");
+    let track = |name: &str| {
+        tracks
+            .iter()
+            .find(|track| track["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no track {name} in {tracks:?}"))
+    };
+    let started_at = |segment: &Value| {
+        assert!(is_timestamp(&segment["startedAt"]), "{segment}");
+        let at = chrono::DateTime::parse_from_rfc3339(segment["startedAt"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        // The server's clock at the attach, in milliseconds.
+        assert!(
+            at >= before - chrono::Duration::milliseconds(1) && at <= after,
+            "{segment} outside {before}..{after}"
+        );
+        at
+    };
+
+    let mic_track = track("mic");
+    let mic_file = std::fs::read(app.track_path(&id, "mic")).unwrap();
+    assert_eq!(mic_track["path"], format!("sessions/{id}/mic.wav"));
+    assert_eq!(mic_track["sizeBytes"], mic_file.len());
+    assert_eq!(mic_track["sizeBytes"], 44 + 1600);
+    assert_eq!(mic_track["dataBytes"], 1600);
+    assert_eq!(mic_track["sampleRate"], 48000);
+    assert_eq!(mic_track["channels"], 1);
+    assert_eq!(mic_track["format"], "s16le");
+    // 800 samples at 48 kHz: 16.67 ms.
+    assert_eq!(mic_track["durationMs"], 16);
+    assert_eq!(mic_track["connected"], false);
+    let segments = mic_track["segments"].as_array().unwrap();
+    assert_eq!(segments[0]["offset"], 0);
+    assert_eq!(segments[1]["offset"], 1000);
+    assert!(started_at(&segments[0]) <= started_at(&segments[1]));
+    assert_eq!(read_wav_data(&app.track_path(&id, "mic")), mic);
+
+    let guest_track = track("guest");
+    let guest_file = std::fs::read(app.track_path(&id, "guest")).unwrap();
+    assert_eq!(guest_track["path"], format!("sessions/{id}/guest.wav"));
+    assert_eq!(guest_track["sizeBytes"], guest_file.len());
+    assert_eq!(guest_track["dataBytes"], 8000);
+    assert_eq!(guest_track["sampleRate"], 44100);
+    assert_eq!(guest_track["channels"], 2);
+    assert_eq!(guest_track["format"], "f32le");
+    // 1000 frames of 8 bytes at 44.1 kHz: 22.68 ms.
+    assert_eq!(guest_track["durationMs"], 22);
+    assert_eq!(guest_track["connected"], true);
+    let segments = guest_track["segments"].as_array().unwrap();
+    assert_eq!(segments[0]["offset"], 0);
+    started_at(&segments[0]);
+    assert_eq!(read_wav_data(&app.track_path(&id, "guest")), guest);
+    guest_socket.close().await;
 }
 
 #[tokio::test]

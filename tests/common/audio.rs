@@ -1,11 +1,8 @@
 //! Audio helpers shared by the test binaries: a frame on the wire, deterministic PCM, and a
 //! WAV file read back with every size field checked. Included with `#[path]` by each binary.
 
-pub fn frame(offset: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = offset.to_le_bytes().to_vec();
-    out.extend_from_slice(payload);
-    out
-}
+/// A frame on the wire: the server's own encoder, the one the load generator uses too.
+pub use safetake::ingest::frame::encode as frame;
 
 /// Deterministic audio-like bytes, different per seed, so a misplaced byte shows.
 pub fn pcm(seed: u64, len: usize) -> Vec<u8> {
@@ -26,21 +23,18 @@ pub fn pcm(seed: u64, len: usize) -> Vec<u8> {
 /// match the bytes actually in the file.
 pub fn read_wav_data(path: &std::path::Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    hound::WavReader::new(std::io::Cursor::new(&bytes)).expect("hound parses the WAV");
-    let layout = safetake::audio::wav::read_layout(bytes.len() as u64, |buf, pos| {
-        let pos = pos as usize;
-        buf.copy_from_slice(&bytes[pos..pos + buf.len()]);
-        Ok(())
-    })
-    .expect("a data chunk");
-    let start = layout.data_start as usize;
-    let declared = u32::from_le_bytes(bytes[start - 4..start].try_into().unwrap());
+    let reader = hound::WavReader::new(std::io::Cursor::new(&bytes[..]))
+        .unwrap_or_else(|e| panic!("hound parses {}: {e}", path.display()));
+    let bytes_per_sample = u64::from(reader.spec().bits_per_sample / 8);
+    let declared = u64::from(reader.len()) * bytes_per_sample;
+    // hound stops reading at the start of the data chunk.
+    let start = reader.into_inner().position() as usize;
     assert_eq!(
-        declared as usize,
-        bytes.len() - start,
+        declared,
+        (bytes.len() - start) as u64,
         "data size field matches the data"
     );
-    let riff = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+    let riff = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     assert_eq!(
         riff as usize,
         bytes.len() - 8,

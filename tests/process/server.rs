@@ -2,18 +2,18 @@
 
 use std::net::TcpListener;
 
-pub use crate::audio::{pcm, read_wav_data};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+pub use crate::audio::{pcm, read_wav_data};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const WAIT: Duration = Duration::from_secs(10);
+// The WebSocket client, shared with the API tests.
+#[allow(dead_code)] // each binary uses its own part of it
+#[path = "../common/ws.rs"]
+mod ws;
+pub use ws::*;
 
 pub struct Server {
     child: Option<Child>,
@@ -127,19 +127,14 @@ impl Server {
             .to_string()
     }
 
-    pub async fn connect(
-        &self,
-        id: &str,
-        query: &str,
-    ) -> (WebSocketStream<MaybeTlsStream<TcpStream>>, u64) {
-        let url = format!("ws://127.0.0.1:{}/api/session/{id}/ws?{query}", self.port);
-        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connect in time")
-            .expect("socket opens");
-        let ready = next_json(&mut ws).await.expect("ready");
-        assert_eq!(ready["type"], "ready");
-        (ws, ready["offset"].as_u64().unwrap())
+    /// Opens a track's socket; returns the bare stream and the `ready` offset.
+    pub async fn connect(&self, id: &str, query: &str) -> (WsStream, u64) {
+        let (client, offset) = WsClient::open(&self.ws_url(id, query)).await;
+        (client.ws, offset)
+    }
+
+    pub fn ws_url(&self, id: &str, query: &str) -> String {
+        ws::ws_url(self.port, id, query)
     }
 
     pub fn track_path(&self, id: &str, track: &str) -> PathBuf {
@@ -157,41 +152,4 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
-}
-
-pub async fn next_json(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.ok()?? {
-            Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
-}
-
-/// Reads past other messages to the server's close frame, each within `within`, and returns
-/// its code.
-pub async fn next_close_code(
-    ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
-    within: Duration,
-) -> Option<u16> {
-    loop {
-        match tokio::time::timeout(within, ws.next())
-            .await
-            .expect("a close frame in time")
-        {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
-pub async fn send_frame(
-    ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
-    offset: u64,
-    payload: &[u8],
-) {
-    let bytes = crate::audio::frame(offset, payload);
-    ws.send(Message::Binary(bytes)).await.expect("send");
 }

@@ -20,6 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use safetake::ingest::frame::encode;
+
 use crate::stats::micros_of;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -27,7 +29,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// 48 kHz mono s16le: the format every simulated track uses.
 pub const SAMPLE_RATE: u64 = 48_000;
 pub const BYTES_PER_SECOND: u64 = SAMPLE_RATE * 2;
-const HEADER_BYTES: usize = 8;
 /// After `finish` or our close frame, how long the server has to answer with its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Once both close frames have crossed, how long we wait for the server to end the TCP
@@ -498,26 +499,32 @@ async fn next_tick(ticker: &mut Option<Interval>) -> Instant {
     }
 }
 
-/// One binary message: the offset, then audio. The only allocation per frame.
+/// One binary message: the offset, then audio, built by the server's own frame encoder. The
+/// only allocation per frame for frames up to a second long (every mode's default).
 fn build_frame(offset: u64, payload_bytes: usize) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER_BYTES + payload_bytes);
-    frame.extend_from_slice(&offset.to_le_bytes());
-    let tone = one_second_of_tone();
+    let tone = two_seconds_of_tone();
+    let second = tone.len() / 2;
     // The same byte offset always carries the same sample, so a resend would be identical.
-    let mut position = (offset % tone.len() as u64) as usize;
-    while frame.len() < HEADER_BYTES + payload_bytes {
-        let take = (HEADER_BYTES + payload_bytes - frame.len()).min(tone.len() - position);
-        frame.extend_from_slice(&tone[position..position + take]);
-        position = (position + take) % tone.len();
+    let position = (offset % second as u64) as usize;
+    if payload_bytes <= second {
+        return encode(offset, &tone[position..position + payload_bytes]);
     }
-    frame
+    let payload: Vec<u8> = tone[..second]
+        .iter()
+        .cycle()
+        .skip(position)
+        .take(payload_bytes)
+        .copied()
+        .collect();
+    encode(offset, &payload)
 }
 
-/// A quiet 440 Hz tone: one second holds exactly 440 cycles, so it loops without a click.
-fn one_second_of_tone() -> &'static [u8] {
+/// A quiet 440 Hz tone: one second holds exactly 440 cycles, so it loops without a click. Two
+/// seconds of it, so that any frame up to a second long is one slice from any starting sample.
+fn two_seconds_of_tone() -> &'static [u8] {
     static TONE: OnceLock<Vec<u8>> = OnceLock::new();
     TONE.get_or_init(|| {
-        (0..SAMPLE_RATE)
+        (0..SAMPLE_RATE * 2)
             .flat_map(|n| {
                 let phase = 2.0 * std::f64::consts::PI * 440.0 * n as f64 / SAMPLE_RATE as f64;
                 ((phase.sin() * 3000.0) as i16).to_le_bytes()
@@ -535,8 +542,15 @@ mod tests {
         let frame = build_frame(96_000 + 4, 1920);
         assert_eq!(frame.len(), 8 + 1920);
         assert_eq!(u64::from_le_bytes(frame[..8].try_into().unwrap()), 96_004);
-        assert_eq!(&frame[8..], &one_second_of_tone()[4..4 + 1920]);
-        // Larger than the tone: it wraps around.
-        assert_eq!(build_frame(0, 200_000).len(), 200_008);
+        assert_eq!(&frame[8..], &two_seconds_of_tone()[4..4 + 1920]);
+        // Across the end of a second: the tone goes on where it started.
+        let frame = build_frame(96_000 - 2, 4);
+        assert_eq!(&frame[8..10], &two_seconds_of_tone()[95_998..96_000]);
+        assert_eq!(&frame[10..], &two_seconds_of_tone()[..2]);
+        // Larger than a second: it wraps around.
+        let frame = build_frame(2, 200_000);
+        assert_eq!(frame.len(), 200_008);
+        assert_eq!(&frame[8..8 + 96_000], &two_seconds_of_tone()[2..96_002]);
+        assert_eq!(&frame[8 + 96_000..8 + 96_004], &two_seconds_of_tone()[2..6]);
     }
 }

@@ -2,20 +2,12 @@
 //! the many-sessions measurements. See bench/README.md for what each mode measures and how the
 //! one-command benchmark (bench/run.sh) drives it.
 
-// A binary's root looks for modules beside it in src/bin/; ours live in src/bin/loadgen/.
-#[path = "loadgen/http.rs"]
 mod http;
-#[path = "loadgen/procstat.rs"]
 mod procstat;
-#[path = "loadgen/recorder.rs"]
 mod recorder;
-#[path = "loadgen/report.rs"]
 mod report;
-#[path = "loadgen/run.rs"]
 mod run;
-#[path = "loadgen/sessions.rs"]
 mod sessions;
-#[path = "loadgen/stats.rs"]
 mod stats;
 
 use std::path::PathBuf;
