@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::download;
+use super::extract::{optional_json, parse_plain_number, session_id};
 use crate::db;
 use crate::domain::{SessionId, SessionStatus};
 use crate::error::ApiError;
@@ -17,23 +17,23 @@ use crate::sweeper;
 const DEFAULT_PAGE: u64 = 100;
 const MAX_PAGE: u64 = 1000;
 
+/// One `web::resource` per path, each with its methods.
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/api/sessions", web::post().to(create_session))
-        .route("/api/sessions", web::get().to(list_sessions))
-        .route(
-            "/api/session/check-timeouts",
-            web::post().to(check_timeouts),
+    cfg.service(web::resource("/healthz").get(healthz))
+        .service(
+            web::resource("/api/sessions")
+                .post(create_session)
+                .get(list_sessions),
         )
-        .route("/api/session/{id}", web::get().to(get_session))
-        .route("/api/session/{id}", web::delete().to(delete_session))
-        .route("/api/session/{id}/keepalive", web::post().to(keepalive))
-        .route("/api/session/{id}/resume", web::post().to(resume))
-        .route("/api/session/{id}/finish", web::post().to(finish))
-        .route(
-            "/api/session/{id}/tracks/{file}",
-            web::get().to(download::track_wav),
-        );
+        .service(web::resource("/api/session/check-timeouts").post(check_timeouts))
+        .service(
+            web::resource("/api/session/{id}")
+                .get(get_session)
+                .delete(delete_session),
+        )
+        .service(web::resource("/api/session/{id}/keepalive").post(keepalive))
+        .service(web::resource("/api/session/{id}/resume").post(resume))
+        .service(web::resource("/api/session/{id}/finish").post(finish));
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -122,14 +122,6 @@ fn page_number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::InvalidPage(format!("{name} is a whole number from 0 to {max}")))
 }
 
-/// A non-negative integer written as plain digits: no sign, no fraction, no overflow.
-pub fn parse_plain_number(value: &str) -> Option<u64> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse().ok()
-}
-
 async fn get_session(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -196,19 +188,4 @@ async fn delete_session(
     let id = session_id(&path)?;
     lifecycle::delete(&state, &id).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// Any spelling but the canonical one is an unknown session.
-pub fn session_id(text: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(text).ok_or_else(ApiError::session_not_found)
-}
-
-/// An optional JSON body: empty is `None`; anything else must be exactly the expected shape.
-fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    serde_json::from_slice(body).map(Some).map_err(|error| {
-        ApiError::InvalidBody(format!("the body is not the expected JSON: {error}"))
-    })
 }

@@ -10,7 +10,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::stream;
 
-use super::api::session_id;
+use super::extract::session_id;
 use crate::audio::Snapshot;
 use crate::db;
 use crate::domain::TrackName;
@@ -19,7 +19,11 @@ use crate::state::AppState;
 
 const CHUNK_BYTES: u64 = 256 * 1024;
 
-pub async fn track_wav(
+pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.service(web::resource("/api/session/{id}/tracks/{file}").get(track_wav));
+}
+
+async fn track_wav(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
@@ -114,7 +118,7 @@ fn parse_range(value: &str, total: u64) -> Option<Result<(u64, u64), ()>> {
     }
     let (first, last) = spec.split_once('-')?;
     let (first, last) = (first.trim(), last.trim());
-    let number = |text: &str| super::api::parse_plain_number(text);
+    let number = |text: &str| super::extract::parse_plain_number(text);
     let span = if first.is_empty() {
         let suffix = number(last)?;
         if suffix == 0 || total == 0 {

@@ -1,7 +1,10 @@
 //! HTTP routes, one module per area: the REST API, track downloads, the socket, the pages.
+//! Each area registers its own resources; what they all decode lives in `extract`, so no
+//! area imports another's helpers.
 
 pub mod api;
 pub mod download;
+pub mod extract;
 pub mod pages;
 pub mod ws;
 
@@ -9,6 +12,7 @@ use actix_web::web::ServiceConfig;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     api::configure(cfg);
+    download::configure(cfg);
     ws::configure(cfg);
     pages::configure(cfg);
 }

@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, ProtocolError};
 use tokio::sync::mpsc;
 
-use super::api::{parse_plain_number, session_id};
+use super::extract::{parse_plain_number, session_id};
 use crate::access;
 use crate::audio::{AudioFormat, RequestedFormat};
 use crate::domain::{SessionId, SessionStatus, TrackName};
@@ -27,7 +27,7 @@ use crate::lifecycle;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.route("/api/session/{id}/ws", web::get().to(stream_track));
+    cfg.service(web::resource("/api/session/{id}/ws").get(stream_track));
 }
 
 fn parse_query(query: &str) -> Result<(TrackName, RequestedFormat), ApiError> {
