@@ -146,6 +146,18 @@ impl From<diesel::r2d2::PoolError> for ApiError {
     }
 }
 
+impl From<crate::db::DbError> for ApiError {
+    fn from(error: crate::db::DbError) -> Self {
+        match error {
+            crate::db::DbError::Pool(error) => error.into(),
+            crate::db::DbError::Query(error) => error.into(),
+            crate::db::DbError::Gone => {
+                ApiError::Database("the blocking thread pool is gone".into())
+            }
+        }
+    }
+}
+
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(_: actix_web::error::BlockingError) -> Self {
         ApiError::Database("the blocking thread pool is gone".into())

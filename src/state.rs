@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::audio::TrackStore;
 use crate::config::Config;
-use crate::db::{DbConnection, DbPool};
+use crate::db::{self, DbConnection, DbPool};
 use crate::error::ApiError;
 use crate::ingest::Registry;
 
@@ -24,12 +24,6 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> diesel::QueryResult<T> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            query(&mut conn).map_err(ApiError::from)
-        })
-        .await
-        .map_err(|error| ApiError::Database(error.to_string()))?
+        Ok(db::run(&self.pool, query).await?)
     }
 }

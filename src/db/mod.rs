@@ -90,6 +90,33 @@ fn sqlite_path(url: &str) -> Result<String, DbSetupError> {
 
 /// For `/healthz`: takes the write lock and lets it go, which proves the database can take
 /// writes, not just answer. A locked database fails this within half a second.
+/// Why a query run with [`run`] did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    #[error("the blocking thread pool is gone")]
+    Gone,
+}
+
+/// Runs a query with a pooled connection on a blocking thread, so no async worker ever waits
+/// on the database. The one way the server reaches the database from async code.
+pub async fn run<T, F>(pool: &DbPool, query: F) -> Result<T, DbError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut DbConnection) -> diesel::QueryResult<T> + Send + 'static,
+{
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get()?;
+        Ok(query(&mut conn)?)
+    })
+    .await
+    .map_err(|_| DbError::Gone)?
+}
+
 pub fn ping(conn: &mut DbConnection) -> diesel::QueryResult<()> {
     conn.batch_execute("PRAGMA busy_timeout = 500")?;
     let result = conn.batch_execute("BEGIN IMMEDIATE; ROLLBACK;");

@@ -446,12 +446,12 @@ impl Writer {
         let key = self.setup.key.clone();
         let offset = self.synced;
         let at = domain::now();
-        tokio::task::spawn_blocking(move || {
-            let result = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
-                db::tracks::add_segment(&mut conn, &key.session, &key.track, offset, at)
-                    .map_err(|e| e.to_string())
-            });
-            if let Err(error) = result {
+        tokio::spawn(async move {
+            let (session, track) = (key.session.clone(), key.track.clone());
+            let query = move |conn: &mut db::DbConnection| {
+                db::tracks::add_segment(conn, &session, &track, offset, at)
+            };
+            if let Err(error) = db::run(&pool, query).await {
                 tracing::warn!(session = %key.session, track = %key.track, %error, "segment not recorded");
             }
         });
@@ -459,16 +459,12 @@ impl Writer {
 
     /// The database's `data_bytes` follows the file at each detach and close (never per frame).
     async fn persist_size(&self) {
-        let pool = self.setup.pool.clone();
-        let key = self.setup.key.clone();
+        let (session, track) = (self.setup.key.session.clone(), self.setup.key.track.clone());
         let synced = self.synced;
-        let result = tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
-            db::tracks::set_data_bytes(&mut conn, &key.session, &key.track, synced)
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {
+        let query = move |conn: &mut db::DbConnection| {
+            db::tracks::set_data_bytes(conn, &session, &track, synced)
+        };
+        if let Err(error) = db::run(&self.setup.pool, query).await {
             tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "track size not saved; the file stays the truth");
         }
     }
