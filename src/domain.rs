@@ -157,6 +157,13 @@ pub fn to_millis(at: NaiveDateTime) -> i64 {
     at.and_utc().timestamp_millis()
 }
 
+/// Reads a timestamp as the contract writes it (RFC 3339; any offset becomes UTC).
+pub fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|at| at.naive_utc())
+}
+
 /// RFC 3339, UTC, milliseconds: `2026-11-25T16:37:35.123Z`.
 pub fn format_timestamp(at: NaiveDateTime) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()

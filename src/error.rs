@@ -56,6 +56,10 @@ pub enum ApiError {
     StoredData(String),
     #[error("storage failed: {0}")]
     Storage(String),
+    #[error("{0}")]
+    InvalidArchive(String),
+    #[error("{0}")]
+    NotImplemented(String),
 }
 
 impl ApiError {
@@ -84,6 +88,8 @@ impl ApiError {
             ApiError::Database(_) => "database_unavailable",
             ApiError::StoredData(_) => "stored_data_invalid",
             ApiError::Storage(_) => "storage_failed",
+            ApiError::InvalidArchive(_) => "invalid_archive",
+            ApiError::NotImplemented(_) => "not_implemented",
         }
     }
 
@@ -103,7 +109,9 @@ impl ResponseError for ApiError {
             | ApiError::InvalidTimeout(_)
             | ApiError::NotActive(_)
             | ApiError::InvalidTrack(_)
-            | ApiError::InvalidFormat(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidFormat(_)
+            | ApiError::InvalidArchive(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::InvalidTransition(_)
             | ApiError::SessionActive(_)
             | ApiError::SessionCompleted(_)

@@ -1,8 +1,9 @@
 //! Session transitions shared by the REST API, the sockets and the sweeper: the database says
 //! whether a transition happens, then the live tracks are told.
 
+use crate::audio::archive::Staged;
 use crate::audio::{AudioFormat, RequestedFormat};
-use crate::db::models::SessionRow;
+use crate::db::models::{SessionRow, TrackRow};
 use crate::db::sessions::Refusal;
 use crate::db::tracks::{OpenRefusal, MAX_TRACKS};
 use crate::db::{self};
@@ -199,4 +200,55 @@ fn refused_as_error(outcome: Result<SessionRow, Refusal>) -> Result<SessionRow, 
             ApiError::InvalidTransition(format!("the session is {}", status.as_str()))
         }
     })
+}
+
+/// Makes a checked import a new `completed` session: its files become the session's, then its
+/// rows are written in one transaction (on failure the files go again, so nothing is left).
+pub async fn import(state: &AppState, staged: Staged) -> Result<SessionRow, ApiError> {
+    if staged.title.chars().count() > MAX_TITLE_CHARS {
+        return Err(ApiError::InvalidArchive(format!(
+            "session.json: a title is at most {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    let now = domain::now();
+    let row = SessionRow {
+        id: SessionId::new_random(),
+        title: staged.title.clone(),
+        status: SessionStatus::Completed,
+        created_at: staged.created_at,
+        last_heartbeat: now,
+        completed_at: Some(now),
+    };
+    let (store, dir, id) = (state.store.clone(), staged.dir.clone(), row.id.clone());
+    actix_web::web::block(move || store.adopt(&dir, &id))
+        .await?
+        .map_err(|error| ApiError::Storage(error.to_string()))?;
+    let (stored, track_count) = (row.clone(), staged.tracks.len());
+    let written = state
+        .db(move |conn| {
+            conn.immediate_transaction(|conn| {
+                db::sessions::insert(conn, &stored)?;
+                for (order, track) in staged.tracks.iter().enumerate() {
+                    // Tracks are listed by creation: keep the archive's order.
+                    let track_row = TrackRow {
+                        session_id: stored.id.clone(),
+                        name: track.name.clone(),
+                        format: track.format,
+                        data_bytes: track.data_bytes,
+                        created_at: now + chrono::Duration::microseconds(order as i64),
+                    };
+                    db::tracks::insert(conn, &track_row)?;
+                    db::tracks::insert_segments(conn, &stored.id, &track.name, &track.segments)?;
+                }
+                Ok(())
+            })
+        })
+        .await;
+    if let Err(error) = written {
+        let (store, id) = (state.store.clone(), row.id.clone());
+        let _ = actix_web::web::block(move || store.remove_session(&id)).await;
+        return Err(error);
+    }
+    tracing::info!(session = %row.id, tracks = track_count, "session imported (completed)");
+    Ok(row)
 }

@@ -2,6 +2,7 @@
 //! their format, header, crash repair and durable appends.
 //! Knows nothing of sockets, HTTP or the database.
 
+pub mod archive;
 mod format;
 mod store;
 mod track_file;

@@ -29,7 +29,11 @@ impl TrackStore {
         std::fs::create_dir_all(self.data_dir.join(SESSIONS))
     }
 
-    fn session_dir(&self, session: &SessionId) -> PathBuf {
+    pub(super) fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub(super) fn session_dir(&self, session: &SessionId) -> PathBuf {
         self.data_dir.join(SESSIONS).join(session.as_str())
     }
 

@@ -131,6 +131,27 @@ pub fn add_segment(
     })
 }
 
+/// Stores a session's segments as they were (an import), inside the caller's transaction.
+pub fn insert_segments(
+    conn: &mut DbConnection,
+    session: &SessionId,
+    name: &TrackName,
+    segments_at: &[(u64, NaiveDateTime)],
+) -> QueryResult<()> {
+    for (seq, (offset, at)) in segments_at.iter().enumerate() {
+        diesel::insert_into(segments::table)
+            .values((
+                segments::session_id.eq(session.as_str()),
+                segments::track_name.eq(name.as_str()),
+                segments::seq.eq(seq as i32),
+                segments::start_offset.eq(*offset as i64),
+                segments::started_at.eq(*at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// A session holds at most this many tracks, counting every track ever opened.
 pub const MAX_TRACKS: i64 = 16;
 

@@ -3,6 +3,7 @@
 //! area imports another's helpers.
 
 pub mod api;
+pub mod archive;
 pub mod download;
 pub mod extract;
 pub mod pages;
@@ -12,6 +13,7 @@ use actix_web::web::ServiceConfig;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     api::configure(cfg);
+    archive::configure(cfg);
     download::configure(cfg);
     ws::configure(cfg);
     pages::configure(cfg);

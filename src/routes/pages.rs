@@ -198,6 +198,11 @@ fn session_card(detail: &SessionDetail) -> Markup {
                     (resume_button(session))
                     (finish_button(session))
                 }
+                @if !detail.tracks.is_empty() {
+                    a.button data-testid="export" href={ "/api/session/" (session.id) "/export.zip" } download {
+                        "Export ZIP"
+                    }
+                }
                 // An active session is being recorded: it cannot be deleted (409).
                 @if status != SessionStatus::Active {
                     button.danger type="button" data-testid="delete" data-action="delete" data-session-id=(session.id) {
