@@ -89,6 +89,8 @@ pub struct ManifestTrack {
     pub format: String,
     pub data_bytes: u64,
     pub segments: Vec<ManifestSegment>,
+    #[serde(default)]
+    pub done: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +116,7 @@ pub struct StagedTrack {
     pub format: AudioFormat,
     pub data_bytes: u64,
     pub segments: Vec<(u64, chrono::NaiveDateTime)>,
+    pub done: bool,
 }
 
 /// Reads an uploaded archive and extracts its tracks into `dir` (a fresh staging directory
@@ -253,6 +256,7 @@ fn check_manifest(manifest: Manifest, dir: &Path) -> Result<Staged, InvalidArchi
             format,
             data_bytes: track.data_bytes,
             segments,
+            done: track.done,
         });
     }
     Ok(Staged {

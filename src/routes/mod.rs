@@ -6,6 +6,8 @@ pub mod api;
 pub mod archive;
 pub mod download;
 pub mod extract;
+pub mod invites;
+pub mod join;
 pub mod pages;
 pub mod ws;
 
@@ -16,5 +18,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     archive::configure(cfg);
     download::configure(cfg);
     ws::configure(cfg);
+    invites::configure(cfg);
+    join::configure(cfg);
     pages::configure(cfg);
 }

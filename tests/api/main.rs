@@ -6,6 +6,7 @@ mod archive;
 mod audio;
 mod closing;
 mod download;
+mod guests;
 mod helpers;
 mod hostile;
 mod rest;
