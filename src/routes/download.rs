@@ -130,7 +130,8 @@ fn parse_range(value: &str, total: u64) -> Option<Result<(u64, u64), ()>> {
         let end = if last.is_empty() {
             total
         } else {
-            number(last)?.checked_add(1)?.min(total)
+            // A last byte past the file (even u64::MAX) means "to the end".
+            number(last)?.saturating_add(1).min(total)
         };
         if start >= total || start >= end {
             return if last.is_empty() || number(last)? >= start {
