@@ -830,3 +830,57 @@ async fn a_stop_when_every_track_is_done_completes_at_once() {
     let missing = format!("/api/session/{}/stop", uuid_like());
     assert_error(host.post(&missing, None).await, 404, "not_found").await;
 }
+
+/// A data directory from before guests: its sessions and tracks read back with the new fields
+/// (no stop pending, not done, no participant) and take invites.
+#[tokio::test]
+async fn a_database_from_before_guests_upgrades_in_place() {
+    use diesel::connection::SimpleConnection;
+    use diesel::migration::{MigrationConnection, MigrationSource};
+    use diesel::{Connection, SqliteConnection};
+    use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+
+    let old = tempfile::tempdir().unwrap();
+    let id = "0b9a3f36-7c39-4f0e-9a4e-5d0d1a2b3c4d";
+    {
+        let path = old.path().join("safetake.db");
+        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        conn.setup().unwrap();
+        let source = FileBasedMigrations::from_path(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite"
+        ))
+        .unwrap();
+        let mut migrations =
+            MigrationSource::<diesel::sqlite::Sqlite>::migrations(&source).unwrap();
+        migrations.sort_by_key(|migration| migration.name().to_string());
+        for migration in migrations
+            .iter()
+            .filter(|migration| migration.name().to_string().as_str() < "2026-12-01")
+        {
+            conn.run_migration(migration).unwrap();
+        }
+        conn.batch_execute(&format!(
+            "INSERT INTO sessions VALUES ('{id}', 'Old episode', 'incomplete', \
+             '2026-11-25 10:00:00', '2026-11-25 10:30:00', NULL); \
+             INSERT INTO tracks VALUES ('{id}', 'mic', 48000, 1, 's16le', 0, '2026-11-25 10:00:00');"
+        ))
+        .unwrap();
+    }
+    let data_dir = old.path().to_path_buf();
+    let app = spawn_app_with(move |config| config.data_dir = data_dir).await;
+    let session = app.session(id).await;
+    assert_eq!(session["title"], "Old episode");
+    assert!(session["stopRequestedAt"].is_null(), "{session}");
+    let mic = &session["tracks"][0];
+    assert_eq!(mic["done"], false, "{mic}");
+    assert!(mic["participant"].is_null());
+    assert!(mic["clientBacklogBytes"].is_null());
+    let invite = app
+        .post(
+            &format!("/api/session/{id}/invites"),
+            Some(json!({"track": "sam"})),
+        )
+        .await;
+    assert_eq!(invite.status(), 201);
+}
