@@ -133,16 +133,22 @@ async fn as_guest(
         .unwrap()
 }
 
-/// Reads past acks to the next message of another type, which must be `kind`.
+/// Reads past acks to the next message of another type, which must be `kind`, within `WAIT`
+/// in all (the server's pings would otherwise keep a per-message wait going).
 async fn next_besides_acks(client: &mut WsClient, kind: &str) -> Value {
-    loop {
-        let message = client.next_json().await.expect("socket open");
-        if message["type"] == "ack" {
-            continue;
+    let next = async {
+        loop {
+            let message = client.next_json().await.expect("socket open");
+            if message["type"] != "ack" {
+                return message;
+            }
         }
-        assert_eq!(message["type"], kind, "{message}");
-        return message;
-    }
+    };
+    let message = tokio::time::timeout(WAIT, next)
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} in time"));
+    assert_eq!(message["type"], kind, "{message}");
+    message
 }
 
 /// Polls the session until `check` holds on it (the server's state changes after a message).
@@ -760,7 +766,10 @@ async fn a_stop_waits_for_a_gone_client_that_comes_back_and_gets_stop_after_read
     // Sam reopens the link: `stop` right after `ready`, then the rest and done.
     let (mut sam, ready) = guest_socket(&app, &id, "sam", &token).await.unwrap();
     assert_eq!(ready["offset"], 9_600);
-    let stop = sam.next_json().await.expect("stop after ready");
+    let stop = tokio::time::timeout(WAIT, sam.next_json())
+        .await
+        .expect("a message right after ready")
+        .expect("stop after ready");
     assert_eq!(stop["type"], "stop", "{stop}");
     send_rest_and_done(&mut sam, 9_600, &sam_audio[9_600..]).await;
     assert_eq!(sam.expect_close().await.code, 1000);
@@ -820,4 +829,58 @@ async fn a_stop_when_every_track_is_done_completes_at_once() {
     assert_eq!(mic.expect_close().await.code, 1000);
     let missing = format!("/api/session/{}/stop", uuid_like());
     assert_error(host.post(&missing, None).await, 404, "not_found").await;
+}
+
+/// A data directory from before guests: its sessions and tracks read back with the new fields
+/// (no stop pending, not done, no participant) and take invites.
+#[tokio::test]
+async fn a_database_from_before_guests_upgrades_in_place() {
+    use diesel::connection::SimpleConnection;
+    use diesel::migration::{MigrationConnection, MigrationSource};
+    use diesel::{Connection, SqliteConnection};
+    use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+
+    let old = tempfile::tempdir().unwrap();
+    let id = "0b9a3f36-7c39-4f0e-9a4e-5d0d1a2b3c4d";
+    {
+        let path = old.path().join("safetake.db");
+        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        conn.setup().unwrap();
+        let source = FileBasedMigrations::from_path(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite"
+        ))
+        .unwrap();
+        let mut migrations =
+            MigrationSource::<diesel::sqlite::Sqlite>::migrations(&source).unwrap();
+        migrations.sort_by_key(|migration| migration.name().to_string());
+        for migration in migrations
+            .iter()
+            .filter(|migration| migration.name().to_string().as_str() < "2026-12-01")
+        {
+            conn.run_migration(migration).unwrap();
+        }
+        conn.batch_execute(&format!(
+            "INSERT INTO sessions VALUES ('{id}', 'Old episode', 'incomplete', \
+             '2026-11-25 10:00:00', '2026-11-25 10:30:00', NULL); \
+             INSERT INTO tracks VALUES ('{id}', 'mic', 48000, 1, 's16le', 0, '2026-11-25 10:00:00');"
+        ))
+        .unwrap();
+    }
+    let data_dir = old.path().to_path_buf();
+    let app = spawn_app_with(move |config| config.data_dir = data_dir).await;
+    let session = app.session(id).await;
+    assert_eq!(session["title"], "Old episode");
+    assert!(session["stopRequestedAt"].is_null(), "{session}");
+    let mic = &session["tracks"][0];
+    assert_eq!(mic["done"], false, "{mic}");
+    assert!(mic["participant"].is_null());
+    assert!(mic["clientBacklogBytes"].is_null());
+    let invite = app
+        .post(
+            &format!("/api/session/{id}/invites"),
+            Some(json!({"track": "sam"})),
+        )
+        .await;
+    assert_eq!(invite.status(), 201);
 }
