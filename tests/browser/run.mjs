@@ -9,6 +9,7 @@ import * as guestCrashAndStop from './scenarios/guest-crash-and-stop.mjs';
 import * as guestOffline from './scenarios/guest-offline.mjs';
 import * as guestScreenshots from './scenarios/guest-screenshots.mjs';
 import * as outageThenCrash from './scenarios/outage-then-crash.mjs';
+import * as rollover from './scenarios/rollover.mjs';
 import * as reloadMidRecording from './scenarios/reload-mid-recording.mjs';
 import * as screenshots from './scenarios/screenshots.mjs';
 import * as serverRestart from './scenarios/server-restart.mjs';
@@ -24,6 +25,7 @@ const SCENARIOS = [
   guestCrashAndStop,
   guestOffline,
   guestScreenshots,
+  rollover,
 ];
 const SCENARIO_TIMEOUT_MS = 90_000;
 
