@@ -98,6 +98,7 @@ export async function inputDevices() {
 
 export class Capture {
   #stopped;
+  #stopping;
   #started;
   #onChunk;
   /** Chunks captured before anyone took them (`attach`): none is lost while a session is made. */
@@ -155,8 +156,13 @@ export class Capture {
     this.#onChunk = onChunk;
   }
 
-  /** Hands over the last partial chunk, then releases the device. */
-  async stop() {
+  /** Hands over the last partial chunk, then releases the device. Once; later calls wait for it. */
+  stop() {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop() {
     this.node.port.postMessage('stop');
     await Promise.race([this.#stopped, new Promise((resolve) => setTimeout(resolve, STOP_TIMEOUT_MS))]);
     this.node.port.onmessage = null;

@@ -176,24 +176,27 @@ async function stopCaptures() {
 
 /**
  * A track is full (4 GiB): its source goes on in the next track of its name (`mic-2`, ...),
- * starting with the audio the full one could not take, so not a sample is lost or repeated.
+ * starting with the audio the full one did not store, so not a sample is lost or repeated.
+ * Until the switch, captured audio waits in the full track's queue, in order.
  */
-function rollOver(full) {
+async function rollOver(full) {
+  const session = await api.getSession(full.session).catch(() => null);
+  const stored = session?.tracks?.find((track) => track.name === full.track)?.dataBytes;
   const source = [...recorder.feeds].find(([, track]) => track === full.track)?.[0];
-  const next = nextTrackName(full.track);
+  const next = nextTrackName(full.track, session);
   const uplink = uplinkFor(next, full.sampleRate);
-  const rest = full.takeRest();
-  if (source) recorder.feeds.set(source, next);
   uplink.begin().catch((error) => say(`${next}: ${error.message}`, 'error'));
-  uplink.adopt(rest);
+  uplink.adopt(full.takeRest(stored));
+  if (source) recorder.feeds.set(source, next);
   if (!source || !recorder.captures.has(source)) uplink.end({ done: recorder.phase === 'saving' });
   say(`${full.track} is full (4 GiB): recording goes on in ${next} without a gap.`, 'warn');
 }
 
 /** `mic` -> `mic-2`, `mic-2` -> `mic-3`, skipping names the session or this page already has. */
-function nextTrackName(track) {
+function nextTrackName(track, session) {
   const [, base, number] = /^(.*?)(?:-(\d+))?$/.exec(track);
-  const taken = new Set([...(roster.session?.tracks ?? []).map((t) => t.name), ...recorder.uplinks.keys()]);
+  const known = [...(session?.tracks ?? []), ...(roster.session?.tracks ?? [])].map((t) => t.name);
+  const taken = new Set([...known, ...recorder.uplinks.keys(), ...roster.invites.map((invite) => invite.track)]);
   for (let n = Number(number ?? 1) + 1; ; n += 1) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
 }
 

@@ -147,11 +147,16 @@ export class TrackUplink extends EventTarget {
   }
 
   /**
-   * A full track's audio the server did not take, in order, to go on in a new track; this
-   * track's spool forgets it (the new track keeps it from now on).
+   * A full track's audio that the server did not store (it stores up to `stored`, its
+   * `dataBytes`), in order, to go on in a new track; this track's spool forgets it (the new
+   * track keeps it from now on).
    */
-  takeRest() {
-    const rest = this.queue.splice(0).map((chunk) => chunk.pcm);
+  takeRest(stored = this.acked) {
+    const rest = [];
+    for (const { offset, pcm } of this.queue.splice(0)) {
+      if (offset + pcm.byteLength <= stored) continue;
+      rest.push(offset >= stored ? pcm : pcm.subarray(stored - offset));
+    }
     this.queuedBytes = 0;
     spool.replaceTrack(this.session, this.track, []).catch((error) => this.#spoolFailed(error));
     return rest;
