@@ -1,8 +1,9 @@
 //! Who may talk to the server, checked in one middleware in a fixed order (see [`check_access`]):
 //! the Host check against DNS rebinding, the Origin check against cross-site changes (and, from
 //! the socket route, against cross-site socket hijacking), the lockout of an address that keeps
-//! guessing, and the `--auth-token` (Bearer header or the login cookie). Also the login page,
-//! and the security headers every page carries.
+//! guessing, the `--auth-token` (Bearer header or the login cookie) and the invites' tokens
+//! (Bearer header or the invite cookie), each limited to its guest's track. Also the login
+//! page, and the security headers every page carries.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -15,17 +16,21 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
+use crate::domain::SessionId;
 use crate::error::ApiError;
+use crate::guests::{self, Guest, TokenCheck};
 use crate::state::AppState;
 
 /// The cookie `POST /login` sets; it carries the token itself, readable by no script.
 pub const COOKIE: &str = "safetake_token";
+/// The cookie `GET /join/<token>` sets (see [`invite_cookie`]).
+pub const INVITE_COOKIE: &str = "safetake_invite";
 
 /// Failed authentications an address may make within [`ATTEMPT_WINDOW`] before it is locked out.
 pub const MAX_FAILED_ATTEMPTS: usize = 10;
@@ -60,84 +65,205 @@ pub fn html_page(mut builder: HttpResponseBuilder, markup: Markup) -> HttpRespon
 ///    (`403 forbidden_host`): a rebound name reaches nothing;
 /// 2. a request other than GET or HEAD with a foreign `Origin` is `403 forbidden_origin`
 ///    (socket upgrades, which are GETs, are checked by their route with the same rule);
-/// 3. with `--auth-token`, for what needs it (all but `/static/` and the login page, and
-///    including `POST /login`): an address with [`MAX_FAILED_ATTEMPTS`] failures in the last
-///    minute gets `429 too_many_attempts`, the right token or not;
-/// 4. then the token: missing or wrong is `401` for the API and sockets, `303 /login` for pages,
-///    and a wrong one counts as a failure of its address.
+/// 3. for what needs authentication (with `--auth-token`, all but `/static/` and the login
+///    page, and including `POST /login`; without it, a request presenting an invite's token and
+///    the join page): an address with [`MAX_FAILED_ATTEMPTS`] failures in the last minute gets
+///    `429 too_many_attempts`, the right token or not;
+/// 4. the host's token (Bearer or login cookie) opens everything;
+/// 5. otherwise an invite's token (a Bearer that is not the host's, or the invite cookie) opens
+///    exactly what [`guest_may`] says, and anything else is `403 forbidden`; the request then
+///    carries the [`Guest`] in its extensions;
+/// 6. a token that opens nothing is `401` for the API and sockets, `303 /login` for pages with
+///    `--auth-token`; an unknown one counts as a failure of its address.
 pub async fn check_access(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    match refusal(&req) {
-        None => Ok(next.call(req).await?.map_into_left_body()),
-        Some(response) => Ok(req.into_response(response).map_into_right_body()),
+    match decide(&req).await {
+        Ok(guest) => {
+            if let Some(guest) = guest {
+                req.extensions_mut().insert(guest);
+            }
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(response) => Ok(req.into_response(response).map_into_right_body()),
     }
 }
 
-fn refusal(req: &ServiceRequest) -> Option<HttpResponse> {
+/// `Ok(None)`: the host's rights (or an open path); `Ok(Some)`: a guest's; `Err`: the refusal.
+async fn decide(req: &ServiceRequest) -> Result<Option<Guest>, HttpResponse> {
     if req.path() == "/healthz" {
-        return None;
+        return Ok(None);
     }
     let (Some(state), Some(attempts)) = (
         req.app_data::<web::Data<AppState>>(),
         req.app_data::<web::Data<Attempts>>(),
     ) else {
         tracing::error!("access check without its state; refusing");
-        return Some(HttpResponse::InternalServerError().finish());
+        return Err(HttpResponse::InternalServerError().finish());
     };
     let config = &state.config;
     let request = req.request();
     if config.auth_token.is_none() && !host_allowed(request_host(request), &config.allowed_hosts) {
-        return Some(
-            ApiError::ForbiddenHost(
-                "this server answers to IP addresses, localhost and --allowed-host names only"
-                    .into(),
-            )
-            .error_response(),
-        );
+        return Err(ApiError::ForbiddenHost(
+            "this server answers to IP addresses, localhost and --allowed-host names only".into(),
+        )
+        .error_response());
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         if let Err(error) = check_origin(request, config) {
-            return Some(error.error_response());
+            return Err(error.error_response());
         }
     }
-    let expected = config.auth_token.as_deref()?;
-    let is_login = req.path() == "/login";
-    if is_open_path(req.path()) && !(is_login && req.method() == Method::POST) {
-        return None;
+    let path = req.path();
+    let is_login = path == "/login";
+    let is_join = path.starts_with("/join/");
+    if path.starts_with("/static/") || (is_login && req.method() != Method::POST) {
+        return Ok(None);
+    }
+    let presented = Presented::of(request);
+    let expected = config.auth_token.as_deref();
+    let needs_authentication = expected.is_some()
+        || is_join
+        || presented.bearer.is_some()
+        || presented.invite_cookie.is_some();
+    if !needs_authentication || (is_login && expected.is_none()) {
+        // Without --auth-token, anyone has the host's rights.
+        return Ok(None);
     }
     let address = client_address(request);
     if let Some(wait) = address.and_then(|ip| attempts.locked_for(ip, Instant::now())) {
-        return Some(too_many_attempts(wait));
+        return Err(too_many_attempts(wait));
     }
-    if is_login {
-        // The login handler compares the form's token and counts a wrong one.
-        return None;
+    if is_login || is_join {
+        // The login handler compares the form's token, the join page the link's; each counts
+        // a wrong one.
+        return Ok(None);
     }
-    match presented_token(request) {
-        Some(token) if tokens_match(&token, expected) => return None,
-        Some(_) => {
-            if let Some(ip) = address {
-                attempts.record_failure(ip, Instant::now());
-            }
+    if let Some(expected) = expected {
+        if presented.is_host(expected) {
+            return Ok(None);
         }
-        None => {}
     }
-    Some(if req.path().starts_with("/api/") {
-        ApiError::Unauthorized(
-            "a valid token is required (Authorization: Bearer, or log in)".into(),
+    let unauthorized = || {
+        if path.starts_with("/api/") || expected.is_none() {
+            ApiError::Unauthorized(
+                "a valid token is required (Authorization: Bearer, or log in)".into(),
+            )
+            .error_response()
+        } else {
+            HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/login"))
+                .finish()
+        }
+    };
+    let count_failure = || {
+        if let Some(ip) = address {
+            attempts.record_failure(ip, Instant::now());
+        }
+    };
+    let Some(token) = presented.bearer.or(presented.invite_cookie) else {
+        if presented.login_cookie.is_some() {
+            count_failure();
+        }
+        return Err(unauthorized());
+    };
+    match guests::check_token(state, &token).await {
+        Ok(TokenCheck::Valid(guest, _)) if guest_may(req, &guest) => Ok(Some(guest)),
+        Ok(TokenCheck::Valid(..)) => Err(ApiError::Forbidden(
+            "an invite opens only its own track of its own session".into(),
         )
-        .error_response()
-    } else {
-        HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/login"))
-            .finish()
-    })
+        .error_response()),
+        // A real invite that ended is no guess: its guest's page may still be asking.
+        Ok(TokenCheck::Ended(_)) => Err(unauthorized()),
+        Ok(TokenCheck::Unknown) => {
+            count_failure();
+            Err(unauthorized())
+        }
+        Err(error) => Err(error.error_response()),
+    }
 }
 
-fn is_open_path(path: &str) -> bool {
-    path == "/healthz" || path == "/login" || path.starts_with("/static/")
+/// What an invite allows (besides its join page): the socket of its own session with its own
+/// track, `GET /api/session/{id}` and `POST /api/session/{id}/keepalive` of its own session.
+fn guest_may(req: &ServiceRequest, guest: &Guest) -> bool {
+    let Some(rest) = req
+        .path()
+        .strip_prefix("/api/session/")
+        .and_then(|rest| rest.strip_prefix(guest.session.as_str()))
+    else {
+        return false;
+    };
+    let method = req.method();
+    match rest {
+        "" => matches!(*method, Method::GET | Method::HEAD),
+        "/keepalive" => method == Method::POST,
+        "/ws" => {
+            method == Method::GET
+                && query_track(req.query_string()) == Some(guest.track.as_str().to_string())
+        }
+        _ => false,
+    }
+}
+
+/// The `track` of a socket's query, read as the socket route reads it (the first one).
+fn query_track(query: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    pairs
+        .into_iter()
+        .find(|(key, _)| key == "track")
+        .map(|(_, value)| value)
+}
+
+/// The credentials a request carries.
+struct Presented {
+    bearer: Option<String>,
+    login_cookie: Option<String>,
+    invite_cookie: Option<String>,
+}
+
+impl Presented {
+    fn of(req: &HttpRequest) -> Presented {
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| token.trim().to_string());
+        let cookie = |name| req.cookie(name).map(|cookie| cookie.value().to_string());
+        Presented {
+            bearer,
+            login_cookie: cookie(COOKIE),
+            invite_cookie: cookie(INVITE_COOKIE),
+        }
+    }
+
+    fn is_host(&self, expected: &str) -> bool {
+        [&self.bearer, &self.login_cookie]
+            .into_iter()
+            .flatten()
+            .any(|token| tokens_match(token, expected))
+    }
+}
+
+/// The cookie `GET /join/<token>` sets: the invite's token, sent only with the requests of its
+/// own session's API (so a browser can hold one per session, and the host's pages never carry
+/// one), readable by no script.
+pub fn invite_cookie(token: &str, session: &SessionId, secure: bool) -> Cookie<'static> {
+    Cookie::build(INVITE_COOKIE, token.to_string())
+        .path(format!("/api/session/{session}"))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .finish()
+}
+
+/// A join link whose token is no invite counts as a failed authentication of its address.
+pub fn count_failed_invite(req: &HttpRequest) {
+    if let (Some(attempts), Some(ip)) = (req.app_data::<web::Data<Attempts>>(), client_address(req))
+    {
+        attempts.record_failure(ip, Instant::now());
+    }
 }
 
 fn too_many_attempts(wait: Duration) -> HttpResponse {
@@ -263,16 +389,6 @@ impl Attempts {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-fn presented_token(req: &HttpRequest) -> Option<String> {
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_string());
-    bearer.or_else(|| req.cookie(COOKIE).map(|cookie| cookie.value().to_string()))
 }
 
 /// Constant time in the token's content, so a timing attack learns nothing of it.

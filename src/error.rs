@@ -35,6 +35,11 @@ pub enum ApiError {
     #[error("{0}")]
     TooManyTracks(String),
     #[error("{0}")]
+    TrackTaken(String),
+    /// An invite's token asked for something beyond its one track of its one session.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     ForbiddenOrigin(String),
     #[error("{0}")]
     ForbiddenHost(String),
@@ -75,6 +80,8 @@ impl ApiError {
             ApiError::InvalidFormat(_) => "invalid_format",
             ApiError::FormatMismatch(_) => "format_mismatch",
             ApiError::TooManyTracks(_) => "too_many_tracks",
+            ApiError::TrackTaken(_) => "track_taken",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::TooManyConnections(_) => "too_many_connections",
@@ -108,8 +115,11 @@ impl ResponseError for ApiError {
             | ApiError::SessionActive(_)
             | ApiError::SessionCompleted(_)
             | ApiError::FormatMismatch(_)
-            | ApiError::TooManyTracks(_) => StatusCode::CONFLICT,
-            ApiError::ForbiddenOrigin(_) | ApiError::ForbiddenHost(_) => StatusCode::FORBIDDEN,
+            | ApiError::TooManyTracks(_)
+            | ApiError::TrackTaken(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) | ApiError::ForbiddenOrigin(_) | ApiError::ForbiddenHost(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod guests;
 pub mod ingest;
 pub mod lifecycle;
 pub mod routes;

@@ -2,7 +2,7 @@
 //! whether a transition happens, then the live tracks are told.
 
 use crate::audio::{AudioFormat, RequestedFormat};
-use crate::db::models::SessionRow;
+use crate::db::models::{InviteRow, SessionRow};
 use crate::db::sessions::Refusal;
 use crate::db::tracks::{OpenRefusal, MAX_TRACKS};
 use crate::db::{self};
@@ -24,6 +24,7 @@ pub async fn create(state: &AppState, title: Option<String>) -> Result<SessionRo
         created_at: now,
         last_heartbeat: now,
         completed_at: None,
+        stop_requested_at: None,
     };
     let stored = row.clone();
     state
@@ -52,15 +53,17 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
             };
             let tracks = db::tracks::for_session(conn, &key)?;
             let segments = db::tracks::segments_for_session(conn, &key)?;
+            let invites = db::invites::for_session(conn, &key)?;
             // Already on a blocking thread: the files' sizes are read here too.
             let sizes: Vec<_> = tracks
                 .iter()
                 .map(|track| store.size(&key, &track.name))
                 .collect();
-            Ok(Some((row, tracks, segments, sizes)))
+            Ok(Some((row, tracks, segments, invites, sizes)))
         })
         .await?;
-    let (row, tracks, segments, sizes) = found.ok_or_else(ApiError::session_not_found)?;
+    let (row, tracks, segments, invites, sizes) = found.ok_or_else(ApiError::session_not_found)?;
+    let backlogs = registry.backlogs(id);
     let tracks = tracks
         .iter()
         .zip(sizes)
@@ -69,13 +72,28 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
                 .iter()
                 .find(|(name, _)| *name == track.name)
                 .map(|(_, shared)| shared.as_ref());
-            views::track_view(track, &segments, size, live)
+            let guest = views::Guest {
+                participant: participant(&invites, &track.name),
+                client_backlog_bytes: backlogs.get(&track.name).copied(),
+            };
+            views::track_view(track, &segments, size, live, guest)
         })
         .collect();
     Ok(SessionDetail {
         session: views::session_view(&row, registry.heartbeat(id)),
         tracks,
     })
+}
+
+/// The guest of a track: the name of the invite that holds it now, or else of the newest one
+/// that did.
+fn participant(invites: &[InviteRow], track: &TrackName) -> Option<String> {
+    let of_track = || invites.iter().filter(|invite| invite.track == *track);
+    of_track()
+        .filter(|invite| invite.revoked_at.is_none())
+        .chain(of_track().rev())
+        .next()
+        .map(|invite| invite.name.clone())
 }
 
 pub fn view(state: &AppState, row: &SessionRow) -> SessionView {
@@ -110,11 +128,12 @@ pub async fn open_track(
     })
 }
 
-/// Whether the session is gone or completed now (a finish may race a socket's attach).
-pub async fn is_over(state: &AppState, id: &SessionId) -> Result<bool, ApiError> {
+/// The session as stored now, unless it is gone or completed (a finish may race a socket's
+/// attach, and so may a stop for everyone).
+pub async fn still_open(state: &AppState, id: &SessionId) -> Result<Option<SessionRow>, ApiError> {
     let key = id.clone();
     let row = state.db(move |conn| db::sessions::find(conn, &key)).await?;
-    Ok(row.is_none_or(|row| row.status == SessionStatus::Completed))
+    Ok(row.filter(|row| row.status != SessionStatus::Completed))
 }
 
 pub async fn keepalive(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
@@ -160,6 +179,7 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
         .registry
         .close_session(id, CloseReason::Finished)
         .await;
+    state.registry.forget_backlogs(id);
     tracing::info!(session = %id, "session finished (completed)");
     Ok(row)
 }
@@ -179,10 +199,8 @@ pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
         }
     }
     // Only a session that is not active can be deleted, so a socket here is a late one.
-    state
-        .registry
-        .close_session(id, CloseReason::SessionDeleted)
-        .await;
+    state.registry.close_session(id, CloseReason::Revoked).await;
+    state.registry.forget_backlogs(id);
     let (store, session) = (state.store.clone(), id.clone());
     let removed = tokio::task::spawn_blocking(move || store.remove_session(&session)).await;
     if let Ok(Err(error)) = removed {

@@ -5,7 +5,7 @@ use serde::Serialize;
 use std::sync::atomic::Ordering;
 
 use crate::audio::{wav, TrackStore};
-use crate::db::models::{SegmentRow, SessionRow, TrackRow};
+use crate::db::models::{InviteRow, SegmentRow, SessionRow, TrackRow};
 use crate::domain::{format_timestamp, SessionStatus};
 use crate::ingest::TrackShared;
 
@@ -18,6 +18,7 @@ pub struct SessionView {
     pub created_at: String,
     pub last_heartbeat: String,
     pub completed_at: Option<String>,
+    pub stop_requested_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +42,16 @@ pub struct TrackView {
     pub duration_ms: u64,
     pub connected: bool,
     pub segments: Vec<SegmentView>,
+    pub participant: Option<String>,
+    pub client_backlog_bytes: Option<u64>,
+    pub done: bool,
+}
+
+/// What a track has of guests: who records it (an invite's name) and what its client holds.
+#[derive(Debug, Clone, Default)]
+pub struct Guest {
+    pub participant: Option<String>,
+    pub client_backlog_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,15 +71,18 @@ pub fn session_view(row: &SessionRow, live_heartbeat: Option<NaiveDateTime>) -> 
         created_at: format_timestamp(row.created_at),
         last_heartbeat: format_timestamp(heartbeat),
         completed_at: row.completed_at.map(format_timestamp),
+        stop_requested_at: row.stop_requested_at.map(format_timestamp),
     }
 }
 
-/// A track from its row, its segments, its size on disk and (if live) its writer's counters.
+/// A track from its row, its segments, its size on disk, (if live) its writer's counters and
+/// its guest.
 pub fn track_view(
     row: &TrackRow,
     segments: &[SegmentRow],
     size_on_disk: Option<u64>,
     live: Option<&TrackShared>,
+    guest: Guest,
 ) -> TrackView {
     let format = row.format;
     let data_bytes = live.map_or(row.data_bytes, |live| live.written.load(Ordering::Acquire));
@@ -91,5 +105,36 @@ pub fn track_view(
                 started_at: format_timestamp(segment.started_at),
             })
             .collect(),
+        participant: guest.participant,
+        client_backlog_bytes: guest.client_backlog_bytes,
+        done: row.done,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteView {
+    pub id: String,
+    pub track: String,
+    pub name: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    /// At creation only: the token (never stored) and the join link built from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// An invite as listed: without its token, which the server does not have.
+pub fn invite_view(row: &InviteRow) -> InviteView {
+    InviteView {
+        id: row.id.to_string(),
+        track: row.track.to_string(),
+        name: row.name.clone(),
+        created_at: format_timestamp(row.created_at),
+        revoked_at: row.revoked_at.map(format_timestamp),
+        token: None,
+        url: None,
     }
 }

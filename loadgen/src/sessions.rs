@@ -87,6 +87,7 @@ fn seeded_row(plan: &SeedPlan, index: usize, now: NaiveDateTime) -> SessionRow {
         created_at,
         last_heartbeat,
         completed_at,
+        stop_requested_at: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The database: the pool (backend chosen by the URL), embedded migrations, and one module of
 //! plain synchronous queries per table. Callers run these on blocking threads.
 
+pub mod invites;
 pub mod models;
 pub mod schema;
 pub mod sessions;

@@ -9,6 +9,7 @@ use diesel::Queryable;
 
 use crate::audio::{AudioFormat, SampleFormat};
 use crate::domain::{InvalidValue, SessionId, SessionStatus, TrackName};
+use crate::guests::InviteId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {
@@ -18,6 +19,8 @@ pub struct SessionRow {
     pub created_at: NaiveDateTime,
     pub last_heartbeat: NaiveDateTime,
     pub completed_at: Option<NaiveDateTime>,
+    /// A stop for everyone is pending since then.
+    pub stop_requested_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,21 @@ pub struct TrackRow {
     pub format: AudioFormat,
     pub data_bytes: u64,
     pub created_at: NaiveDateTime,
+    /// Its client said it has sent everything (since the last socket attached).
+    pub done: bool,
+}
+
+/// An invite: one guest's credential for one track of one session. The token is never stored,
+/// only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRow {
+    pub id: InviteId,
+    pub session_id: SessionId,
+    pub track: TrackName,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: NaiveDateTime,
+    pub revoked_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Queryable)]
@@ -57,6 +75,7 @@ type SessionColumns = (
     NaiveDateTime,
     NaiveDateTime,
     Option<NaiveDateTime>,
+    Option<NaiveDateTime>,
 );
 
 impl<DB, ST> Queryable<ST, DB> for SessionRow
@@ -67,7 +86,7 @@ where
     type Row = SessionColumns;
 
     fn build(row: SessionColumns) -> deserialize::Result<SessionRow> {
-        let (id, title, status, created_at, last_heartbeat, completed_at) = row;
+        let (id, title, status, created_at, last_heartbeat, completed_at, stop_requested_at) = row;
         let bad = |error| BadRow {
             table: "sessions",
             key: id.clone(),
@@ -80,12 +99,13 @@ where
             created_at,
             last_heartbeat,
             completed_at,
+            stop_requested_at,
         })
     }
 }
 
 /// The columns of `tracks`, in order, as stored.
-pub type TrackColumns = (String, String, i32, i32, String, i64, NaiveDateTime);
+pub type TrackColumns = (String, String, i32, i32, String, i64, NaiveDateTime, bool);
 
 impl<DB, ST> Queryable<ST, DB> for TrackRow
 where
@@ -102,7 +122,7 @@ where
 impl TrackRow {
     /// The checked conversion from the stored columns.
     pub fn from_stored(row: TrackColumns) -> Result<TrackRow, BadRow> {
-        let (session_id, name, sample_rate, channels, format, data_bytes, created_at) = row;
+        let (session_id, name, sample_rate, channels, format, data_bytes, created_at, done) = row;
         let bad = |error| BadRow {
             table: "tracks",
             key: format!("{session_id}/{name}"),
@@ -127,6 +147,43 @@ impl TrackRow {
             format,
             data_bytes,
             created_at,
+            done,
+        })
+    }
+}
+
+type InviteColumns = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+);
+
+impl<DB, ST> Queryable<ST, DB> for InviteRow
+where
+    DB: Backend,
+    InviteColumns: FromStaticSqlRow<ST, DB>,
+{
+    type Row = InviteColumns;
+
+    fn build(row: InviteColumns) -> deserialize::Result<InviteRow> {
+        let (id, session_id, track, name, token_hash, created_at, revoked_at) = row;
+        let bad = |error| BadRow {
+            table: "invites",
+            key: id.clone(),
+            error,
+        };
+        Ok(InviteRow {
+            id: InviteId::try_from(id.clone()).map_err(bad)?,
+            session_id: SessionId::try_from(session_id).map_err(bad)?,
+            track: TrackName::try_from(track).map_err(bad)?,
+            name,
+            token_hash,
+            created_at,
+            revoked_at,
         })
     }
 }

@@ -8,6 +8,7 @@ diesel::table! {
         created_at -> Timestamp,
         last_heartbeat -> Timestamp,
         completed_at -> Nullable<Timestamp>,
+        stop_requested_at -> Nullable<Timestamp>,
     }
 }
 
@@ -20,6 +21,7 @@ diesel::table! {
         format -> Text,
         data_bytes -> BigInt,
         created_at -> Timestamp,
+        done -> Bool,
     }
 }
 
@@ -33,5 +35,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invites (id) {
+        id -> Text,
+        session_id -> Text,
+        track -> Text,
+        name -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(tracks -> sessions (session_id));
-diesel::allow_tables_to_appear_in_same_query!(sessions, tracks, segments);
+diesel::joinable!(invites -> sessions (session_id));
+diesel::allow_tables_to_appear_in_same_query!(sessions, tracks, segments, invites);

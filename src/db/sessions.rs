@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::models::SessionRow;
-use super::schema::{segments, sessions, tracks};
+use super::schema::{invites, segments, sessions, tracks};
 use super::DbConnection;
 use crate::domain::{SessionId, SessionStatus};
 
@@ -34,6 +34,7 @@ pub fn insert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {
             sessions::created_at.eq(row.created_at),
             sessions::last_heartbeat.eq(row.last_heartbeat),
             sessions::completed_at.eq(row.completed_at),
+            sessions::stop_requested_at.eq(row.stop_requested_at),
         ))
         .execute(conn)
         .map(drop)
@@ -119,8 +120,16 @@ pub fn activate(conn: &mut DbConnection, id: &SessionId, now: NaiveDateTime) -> 
     outcome(conn, id, updated)
 }
 
-/// `incomplete -> active`; an active session is returned unchanged.
+/// `incomplete -> active`; an active session keeps its status. Either way a pending stop for
+/// everyone is called off: the host goes on recording.
 pub fn resume(conn: &mut DbConnection, id: &SessionId, now: NaiveDateTime) -> Transition {
+    diesel::update(
+        sessions::table
+            .filter(sessions::id.eq(id.as_str()))
+            .filter(sessions::status.eq_any(NOT_COMPLETED)),
+    )
+    .set(sessions::stop_requested_at.eq(None::<NaiveDateTime>))
+    .execute(conn)?;
     let updated = diesel::update(
         sessions::table
             .filter(sessions::id.eq(id.as_str()))
@@ -154,7 +163,27 @@ pub fn finish(conn: &mut DbConnection, id: &SessionId, now: NaiveDateTime) -> Tr
     outcome(conn, id, updated)
 }
 
-/// Deletes a session that is not active, with its tracks and segments.
+/// A stop for everyone: `stopRequestedAt` set (the first request's time is kept), unless the
+/// session is completed.
+pub fn request_stop(conn: &mut DbConnection, id: &SessionId, now: NaiveDateTime) -> Transition {
+    diesel::update(
+        sessions::table
+            .filter(sessions::id.eq(id.as_str()))
+            .filter(sessions::status.eq_any(NOT_COMPLETED))
+            .filter(sessions::stop_requested_at.is_null()),
+    )
+    .set(sessions::stop_requested_at.eq(Some(now)))
+    .execute(conn)?;
+    Ok(match find(conn, id)? {
+        None => Err(Refusal::NotFound),
+        Some(row) if row.status == SessionStatus::Completed => {
+            Err(Refusal::WrongStatus(row.status))
+        }
+        Some(row) => Ok(row),
+    })
+}
+
+/// Deletes a session that is not active, with its tracks, segments and invites.
 pub fn delete(conn: &mut DbConnection, id: &SessionId) -> QueryResult<Result<(), Refusal>> {
     // Immediate: a read-then-write transaction that waits for the write lock up front, instead
     // of failing with "database is locked" when another write lands between its read and write.
@@ -166,6 +195,7 @@ pub fn delete(conn: &mut DbConnection, id: &SessionId) -> QueryResult<Result<(),
             return Ok(Err(Refusal::WrongStatus(SessionStatus::Active)));
         }
         let key = id.as_str();
+        diesel::delete(invites::table.filter(invites::session_id.eq(key))).execute(conn)?;
         diesel::delete(segments::table.filter(segments::session_id.eq(key))).execute(conn)?;
         diesel::delete(tracks::table.filter(tracks::session_id.eq(key))).execute(conn)?;
         let deleted = diesel::delete(

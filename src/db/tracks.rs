@@ -39,6 +39,7 @@ pub fn insert(conn: &mut DbConnection, row: &TrackRow) -> QueryResult<()> {
             tracks::format.eq(row.format.sample.as_str()),
             tracks::data_bytes.eq(row.data_bytes as i64),
             tracks::created_at.eq(row.created_at),
+            tracks::done.eq(row.done),
         ))
         .execute(conn)
         .map(drop)
@@ -131,6 +132,35 @@ pub fn add_segment(
     })
 }
 
+pub fn set_done(
+    conn: &mut DbConnection,
+    session: &SessionId,
+    name: &TrackName,
+    done: bool,
+) -> QueryResult<()> {
+    diesel::update(tracks::table.find((session.as_str(), name.as_str())))
+        .set(tracks::done.eq(done))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Whether a stop for everyone is pending on a session that is not completed and every one of
+/// its tracks is done: then the session finishes by itself.
+pub fn stop_is_complete(conn: &mut DbConnection, session: &SessionId) -> QueryResult<bool> {
+    let Some(row) = super::sessions::find(conn, session)? else {
+        return Ok(false);
+    };
+    if row.status == SessionStatus::Completed || row.stop_requested_at.is_none() {
+        return Ok(false);
+    }
+    let waiting: i64 = tracks::table
+        .filter(tracks::session_id.eq(session.as_str()))
+        .filter(tracks::done.eq(false))
+        .count()
+        .get_result(conn)?;
+    Ok(waiting == 0)
+}
+
 /// A session holds at most this many tracks, counting every track ever opened.
 pub const MAX_TRACKS: i64 = 16;
 
@@ -167,6 +197,10 @@ pub fn open_for_socket(
                 if requested.resolve(existing.format) != existing.format {
                     return Ok(Err(OpenRefusal::FormatMismatch(existing.format)));
                 }
+                if existing.done {
+                    // A socket attaches: whatever its client said before, it is sending again.
+                    set_done(conn, session, track, false)?;
+                }
                 existing.format
             }
             None => {
@@ -180,6 +214,7 @@ pub fn open_for_socket(
                     format,
                     data_bytes: 0,
                     created_at: now,
+                    done: false,
                 };
                 insert(conn, &row)?;
                 format

@@ -29,8 +29,8 @@ pub enum CloseReason {
     TimedOut,
     /// The WAV file would pass 4 GiB.
     TrackFull,
-    /// The session was deleted (or, for a guest, the invite revoked).
-    SessionDeleted,
+    /// The invite the socket was opened with was revoked, or its session deleted.
+    Revoked,
 }
 
 impl CloseReason {
@@ -47,7 +47,7 @@ impl CloseReason {
             CloseReason::Gap => 4009,
             CloseReason::TimedOut => 4408,
             CloseReason::TrackFull => 4413,
-            CloseReason::SessionDeleted => 4403,
+            CloseReason::Revoked => 4403,
         }
     }
 
@@ -65,7 +65,7 @@ impl CloseReason {
             | CloseReason::ProtocolError
             | CloseReason::Replaced
             | CloseReason::TimedOut
-            | CloseReason::SessionDeleted => None,
+            | CloseReason::Revoked => None,
         }
     }
 }
@@ -131,6 +131,8 @@ pub enum ServerMessage<'a> {
         offset: u64,
     },
     Finished,
+    /// The host stopped the recording for everyone: stop capturing, send the rest, then `done`.
+    Stop,
     #[serde(rename_all = "camelCase")]
     Error {
         code: &'a str,
@@ -141,6 +143,15 @@ pub enum ServerMessage<'a> {
 }
 
 impl ServerMessage<'_> {
+    /// A command this socket may not give (a guest's `finish`); the socket stays open.
+    pub fn forbidden(message: &str) -> ServerMessage<'_> {
+        ServerMessage::Error {
+            code: "forbidden",
+            message,
+            expected_offset: None,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         // Serializing these plain shapes cannot fail; an empty object would be ignored anyway.
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
@@ -153,6 +164,12 @@ impl ServerMessage<'_> {
 pub enum ClientCommand {
     Flush,
     Finish,
+    /// The client holds this many bytes of the track that the server has not acked.
+    Backlog {
+        bytes: u64,
+    },
+    /// The client has sent all it will send.
+    Done,
 }
 
 /// A text message over this is refused with 1009 before it is parsed.
@@ -170,7 +187,7 @@ impl ClientCommand {
         serde_json::from_str(text).map_err(|_| {
             Closing::new(
                 CloseReason::BadMessage,
-                "expected {\"type\": \"flush\"} or {\"type\": \"finish\"}",
+                "expected a command: flush, finish, backlog (with bytes) or done",
             )
         })
     }
@@ -190,12 +207,23 @@ mod tests {
             ClientCommand::parse(r#"{"type":"finish"}"#),
             Ok(ClientCommand::Finish)
         );
+        assert_eq!(
+            ClientCommand::parse(r#"{"type":"backlog","bytes":9600}"#),
+            Ok(ClientCommand::Backlog { bytes: 9600 })
+        );
+        assert_eq!(
+            ClientCommand::parse(r#"{"type":"done"}"#),
+            Ok(ClientCommand::Done)
+        );
         for junk in [
             "",
             "flush",
             r#"{"type":"FLUSH"}"#,
             r#"{"kind":"flush"}"#,
             "[]",
+            r#"{"type":"backlog"}"#,
+            r#"{"type":"backlog","bytes":-1}"#,
+            r#"{"type":"backlog","bytes":1.5}"#,
         ] {
             let closing = ClientCommand::parse(junk).unwrap_err();
             assert_eq!(closing.reason, CloseReason::BadMessage, "{junk}");
@@ -220,6 +248,11 @@ mod tests {
             r#"{"type":"ack","offset":9}"#
         );
         assert_eq!(ServerMessage::Finished.to_json(), r#"{"type":"finished"}"#);
+        assert_eq!(ServerMessage::Stop.to_json(), r#"{"type":"stop"}"#);
+        assert_eq!(
+            ServerMessage::forbidden("no").to_json(),
+            r#"{"type":"error","code":"forbidden","message":"no"}"#
+        );
         let ready = ServerMessage::Ready {
             session_id: "s",
             track: "mic",

@@ -14,6 +14,7 @@ use super::writer::{self, Control, SocketLink, TrackKey, TrackShared, WriterHand
 use crate::audio::{AudioFormat, TrackStore};
 use crate::db::DbPool;
 use crate::domain::{self, SessionId, TrackName};
+use crate::guests::InviteId;
 
 #[derive(Default)]
 struct SessionEntry {
@@ -23,8 +24,13 @@ struct SessionEntry {
     tracks: HashMap<TrackName, WriterHandle>,
 }
 
+/// The last `backlog` each track's client reported, by session; kept after its socket goes
+/// (the host sees what a vanished guest still holds) until the session is finished or deleted.
+type Backlogs = HashMap<SessionId, HashMap<TrackName, u64>>;
+
 pub struct Registry {
     sessions: Mutex<HashMap<SessionId, SessionEntry>>,
+    backlogs: Mutex<Backlogs>,
     pool: DbPool,
     store: TrackStore,
     sync_interval: Duration,
@@ -59,6 +65,7 @@ impl Registry {
     ) -> Arc<Registry> {
         Arc::new(Registry {
             sessions: Mutex::new(HashMap::new()),
+            backlogs: Mutex::new(HashMap::new()),
             pool,
             store,
             sync_interval,
@@ -218,14 +225,72 @@ impl Registry {
 
     /// Syncs and finalizes every live track of a session and closes its sockets for `reason`.
     pub async fn close_session(&self, session: &SessionId, reason: CloseReason) {
-        let writers: Vec<WriterHandle> = {
+        close_writers(self.writers_of(session), reason).await;
+    }
+
+    fn writers_of(&self, session: &SessionId) -> Vec<WriterHandle> {
+        let sessions = self.lock();
+        sessions
+            .get(session)
+            .map(|entry| entry.tracks.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Tells every socket of a session (the one holding each live track) to stop: the host
+    /// stopped the recording for everyone.
+    pub fn tell_stop(&self, session: &SessionId) {
+        for writer in self.writers_of(session) {
+            let _ = writer.control_tx.send(Control::Stop);
+        }
+    }
+
+    /// Closes with 4403 (after syncing) the socket holding `track` if `invite` opened it.
+    pub async fn close_invite(&self, session: &SessionId, track: &TrackName, invite: &InviteId) {
+        let writer = {
             let sessions = self.lock();
             sessions
                 .get(session)
-                .map(|entry| entry.tracks.values().cloned().collect())
-                .unwrap_or_default()
+                .and_then(|entry| entry.tracks.get(track))
+                .cloned()
         };
-        close_writers(writers, reason).await;
+        let Some(writer) = writer else {
+            return;
+        };
+        let (reply, done) = oneshot::channel();
+        let invite = invite.clone();
+        if writer
+            .control_tx
+            .send(Control::CloseInvite { invite, reply })
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+    }
+
+    fn lock_backlogs(&self) -> MutexGuard<'_, Backlogs> {
+        self.backlogs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn set_backlog(&self, session: &SessionId, track: &TrackName, bytes: u64) {
+        self.lock_backlogs()
+            .entry(session.clone())
+            .or_default()
+            .insert(track.clone(), bytes);
+    }
+
+    /// The last backlog each track of a session reported.
+    pub fn backlogs(&self, session: &SessionId) -> HashMap<TrackName, u64> {
+        self.lock_backlogs()
+            .get(session)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A finished or deleted session's backlogs are forgotten: its clients have nothing to add.
+    pub fn forget_backlogs(&self, session: &SessionId) {
+        self.lock_backlogs().remove(session);
     }
 
     /// Shutdown: refuse new sockets, then sync, finalize and close every track with 1001.

@@ -19,6 +19,7 @@ use super::protocol::{CloseReason, Closing};
 use crate::audio::{AudioFormat, TrackFile};
 use crate::db::{self, DbPool};
 use crate::domain::{self, SessionId, TrackName};
+use crate::guests::InviteId;
 
 pub type SocketId = u64;
 
@@ -43,6 +44,8 @@ pub enum Outbound {
     Ack(u64),
     /// Send `{"type":"finished"}`; a `Close` with [`CloseReason::Finished`] follows.
     Finished,
+    /// Send `{"type":"stop"}`: the host stopped the recording for everyone.
+    Stop,
     Close(Closing),
 }
 
@@ -51,14 +54,29 @@ pub enum Outbound {
 pub struct SocketLink {
     pub id: SocketId,
     pub outbound: mpsc::UnboundedSender<Outbound>,
+    /// The invite a guest's socket was opened with; revoking it closes the socket.
+    pub invite: Option<InviteId>,
 }
 
 /// Messages a socket sends, in the order it received them.
 #[derive(Debug)]
 pub enum SocketMsg {
-    Frame { socket: SocketId, frame: Frame },
-    Flush { socket: SocketId },
-    Detach { socket: SocketId },
+    Frame {
+        socket: SocketId,
+        frame: Frame,
+    },
+    Flush {
+        socket: SocketId,
+    },
+    /// The client sent everything: sync it all, ack it, save the size, then reply the offset
+    /// acked. No reply if the socket no longer holds the track.
+    Done {
+        socket: SocketId,
+        reply: oneshot::Sender<u64>,
+    },
+    Detach {
+        socket: SocketId,
+    },
 }
 
 /// Messages from the rest of the server.
@@ -74,6 +92,14 @@ pub enum Control {
         reason: CloseReason,
         reply: oneshot::Sender<u64>,
     },
+    /// The same as a close for [`CloseReason::Revoked`], only if the socket holding the track
+    /// was opened with this invite.
+    CloseInvite {
+        invite: InviteId,
+        reply: oneshot::Sender<()>,
+    },
+    /// Pass `stop` to the socket holding the track, if any.
+    Stop,
 }
 
 /// What others may read of a live track without asking its writer.
@@ -204,6 +230,8 @@ fn refuse_attaches(control_rx: &mut mpsc::UnboundedReceiver<Control>, error: &io
                 drop(reply.send(Err(io::Error::new(error.kind(), error.to_string()))))
             }
             Control::Close { reply, .. } => drop(reply.send(0)),
+            Control::CloseInvite { reply, .. } => drop(reply.send(())),
+            Control::Stop => {}
         }
     }
 }
@@ -257,20 +285,37 @@ impl Writer {
                 let _ = reply.send(Ok(self.synced));
             }
             Control::Close { reason, reply } => {
-                let drained = self.drain().await;
-                if let Some(link) = self.current.take() {
-                    if reason == CloseReason::Finished {
-                        let _ = link.outbound.send(Outbound::Finished);
-                    }
-                    let _ = link.outbound.send(Outbound::Close(Closing::quiet(reason)));
-                }
-                self.shared.connected.store(false, Ordering::Release);
-                self.persist_size().await;
+                let drained = self.close_synced(reason).await;
                 let _ = reply.send(self.synced);
                 drained?;
             }
+            Control::CloseInvite { invite, reply } => {
+                let opened_with = |link: &SocketLink| link.invite.as_ref() == Some(&invite);
+                let drained = if self.current.as_ref().is_some_and(opened_with) {
+                    self.close_synced(CloseReason::Revoked).await
+                } else {
+                    Ok(())
+                };
+                let _ = reply.send(());
+                drained?;
+            }
+            Control::Stop => self.send(Outbound::Stop),
         }
         Ok(())
+    }
+
+    /// Syncs everything, closes the socket holding the track for `reason` and saves the size.
+    async fn close_synced(&mut self, reason: CloseReason) -> io::Result<()> {
+        let drained = self.drain().await;
+        if let Some(link) = self.current.take() {
+            if reason == CloseReason::Finished {
+                let _ = link.outbound.send(Outbound::Finished);
+            }
+            let _ = link.outbound.send(Outbound::Close(Closing::quiet(reason)));
+        }
+        self.shared.connected.store(false, Ordering::Release);
+        self.persist_size().await;
+        drained
     }
 
     async fn on_socket(&mut self, msg: SocketMsg) -> io::Result<()> {
@@ -279,6 +324,13 @@ impl Writer {
                 self.on_frame(frame).await?
             }
             SocketMsg::Flush { socket } if self.is_current(socket) => self.on_flush(),
+            SocketMsg::Done { socket, reply } if self.is_current(socket) => {
+                self.drain().await?;
+                // The ack covering everything, even when nothing was left to sync.
+                self.send(Outbound::Ack(self.synced));
+                self.persist_size().await;
+                let _ = reply.send(self.synced);
+            }
             SocketMsg::Detach { socket } if self.is_current(socket) => {
                 self.current = None;
                 self.shared.connected.store(false, Ordering::Release);

@@ -5,6 +5,8 @@
 pub mod api;
 pub mod download;
 pub mod extract;
+pub mod invites;
+pub mod join;
 pub mod pages;
 pub mod ws;
 
@@ -14,5 +16,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     api::configure(cfg);
     download::configure(cfg);
     ws::configure(cfg);
+    invites::configure(cfg);
+    join::configure(cfg);
     pages::configure(cfg);
 }

@@ -398,6 +398,7 @@ mod tests {
                 created_at: "2026-11-25T16:37:35.123Z".into(),
                 last_heartbeat: "2026-11-25T16:38:00.000Z".into(),
                 completed_at: None,
+                stop_requested_at: None,
             },
             tracks: Vec::new(),
         };

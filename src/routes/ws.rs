@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, ProtocolError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::extract::{parse_plain_number, session_id};
 use crate::access;
 use crate::audio::{AudioFormat, RequestedFormat};
 use crate::domain::{SessionId, SessionStatus, TrackName};
 use crate::error::ApiError;
+use crate::guests::{self, Guest};
 use crate::ingest::frame;
 use crate::ingest::protocol::{ClientCommand, CloseReason, Closing, ServerMessage};
 use crate::ingest::registry::now_ms;
@@ -77,6 +78,8 @@ async fn stream_track(
     let id = session_id(&path)?;
     access::check_origin(&req, &state.config)?;
     let (track, requested) = parse_query(req.query_string())?;
+    // Set by the access check, which let a guest in only to its own track of its own session.
+    let guest = req.extensions().get::<Guest>().cloned();
     let permit = state.registry.try_reserve_connection().ok_or_else(|| {
         ApiError::TooManyConnections("the server holds as many sockets as it may".into())
     })?;
@@ -89,6 +92,7 @@ async fn stream_track(
     let link = SocketLink {
         id: state.registry.next_socket_id(),
         outbound: outbound_tx,
+        invite: guest.as_ref().map(|guest| guest.invite.clone()),
     };
     let socket_id = link.id;
     let key = TrackKey {
@@ -101,8 +105,9 @@ async fn stream_track(
         .await
         .map_err(|error| ApiError::Storage(error.to_string()))?;
 
-    // A finish that raced this attach either saw this socket (and closes it) or is seen here.
-    if lifecycle::is_over(&state, &id).await? {
+    // A finish (or a stop) that raced this attach either saw this socket (and closes it, or
+    // tells it to stop) or is seen here.
+    let Some(row) = lifecycle::still_open(&state, &id).await? else {
         let _ = attachment
             .writer
             .socket_tx
@@ -111,7 +116,7 @@ async fn stream_track(
         return Err(ApiError::SessionCompleted(
             "the session was finished".into(),
         ));
-    }
+    };
     if previous == SessionStatus::Incomplete {
         tracing::info!(session = %id, "session resumed by a socket (active)");
     }
@@ -127,6 +132,8 @@ async fn stream_track(
         heartbeat_ms: attachment.heartbeat_ms,
         connection: Connection::of(&req),
         permit,
+        guest,
+        stop_pending: row.stop_requested_at.is_some(),
     };
     let max = state.config.max_frame_bytes;
     let stream = stream
@@ -148,6 +155,10 @@ struct Socket {
     heartbeat_ms: Arc<AtomicI64>,
     connection: Option<Connection>,
     permit: ConnectionPermit,
+    /// A guest's socket may not finish the session.
+    guest: Option<Guest>,
+    /// A stop for everyone was pending when it attached: it hears `stop` right after `ready`.
+    stop_pending: bool,
 }
 
 /// How the socket loop ended.
@@ -182,7 +193,15 @@ impl Socket {
             format: self.format.sample.as_str(),
         };
         let patience = self.state.config.ping_interval;
-        let ending = if sent_in_time(patience, session.text(ready.to_json())).await {
+        let mut greeting = vec![ready.to_json()];
+        if self.stop_pending {
+            greeting.push(ServerMessage::Stop.to_json());
+        }
+        let mut greeted = true;
+        for text in greeting {
+            greeted = greeted && sent_in_time(patience, session.text(text)).await;
+        }
+        let ending = if greeted {
             self.serve(&mut session, &mut stream, &mut outbound).await
         } else {
             Ending::Drop("ready could not be sent in time")
@@ -268,6 +287,7 @@ impl Socket {
         let text = match message {
             Outbound::Ack(offset) => ServerMessage::Ack { offset }.to_json(),
             Outbound::Finished => ServerMessage::Finished.to_json(),
+            Outbound::Stop => ServerMessage::Stop.to_json(),
             Outbound::Close(closing) => return Some(Ending::Close(closing)),
         };
         let patience = self.state.config.ping_interval;
@@ -301,19 +321,7 @@ impl Socket {
                     .await
             }
             Ok(AggregatedMessage::Text(text)) => match ClientCommand::parse(&text) {
-                Ok(ClientCommand::Flush) => {
-                    let socket = self.socket_id;
-                    self.to_writer(session, outbound, SocketMsg::Flush { socket })
-                        .await
-                }
-                Ok(ClientCommand::Finish) => {
-                    // Finishing drains this track with the others; the writer then sends
-                    // `finished` and the close through the outbound channel.
-                    if let Err(error) = lifecycle::finish(&self.state, &self.session).await {
-                        tracing::info!(session = %self.session, %error, "finish over the socket refused");
-                    }
-                    None
-                }
+                Ok(command) => self.command(session, outbound, command).await,
                 Err(closing) => Some(Ending::Close(closing)),
             },
             Ok(AggregatedMessage::Ping(payload)) => {
@@ -334,6 +342,67 @@ impl Socket {
                 Some(Ending::Close(Closing::quiet(CloseReason::ProtocolError)))
             }
         }
+    }
+
+    /// Carries out one text command; `Some` when the socket must close.
+    async fn command(
+        &self,
+        session: &mut actix_ws::Session,
+        outbound: &mut mpsc::UnboundedReceiver<Outbound>,
+        command: ClientCommand,
+    ) -> Option<Ending> {
+        let socket = self.socket_id;
+        match command {
+            ClientCommand::Flush => {
+                self.to_writer(session, outbound, SocketMsg::Flush { socket })
+                    .await
+            }
+            ClientCommand::Finish if self.guest.is_some() => {
+                let refusal = ServerMessage::forbidden("a guest cannot finish the session");
+                let patience = self.state.config.ping_interval;
+                let sent = sent_in_time(patience, session.text(refusal.to_json())).await;
+                (!sent).then_some(Ending::Drop("the client reads nothing"))
+            }
+            ClientCommand::Finish => {
+                // Finishing drains this track with the others; the writer then sends
+                // `finished` and the close through the outbound channel.
+                if let Err(error) = lifecycle::finish(&self.state, &self.session).await {
+                    tracing::info!(session = %self.session, %error, "finish over the socket refused");
+                }
+                None
+            }
+            ClientCommand::Backlog { bytes } => {
+                self.state
+                    .registry
+                    .set_backlog(&self.session, &self.track, bytes);
+                None
+            }
+            ClientCommand::Done => self.done(session, outbound).await,
+        }
+    }
+
+    /// The client sent everything: the writer syncs it all and acks it; then the track is done,
+    /// and the session finishes if a stop for everyone waited only for this.
+    async fn done(
+        &self,
+        session: &mut actix_ws::Session,
+        outbound: &mut mpsc::UnboundedReceiver<Outbound>,
+    ) -> Option<Ending> {
+        let (reply, synced) = oneshot::channel();
+        let message = SocketMsg::Done {
+            socket: self.socket_id,
+            reply,
+        };
+        if let Some(ending) = self.to_writer(session, outbound, message).await {
+            return Some(ending);
+        }
+        // No reply: the socket was replaced or told to close; its `done` is moot.
+        let offset = synced.await.ok()?;
+        tracing::info!(session = %self.session, track = %self.track, offset, "client done");
+        if let Err(error) = guests::track_done(&self.state, &self.session, &self.track).await {
+            tracing::warn!(session = %self.session, track = %self.track, %error, "track not marked done");
+        }
+        None
     }
 
     /// Hands a message to the writer. A writer that stopped has always said why first (a gap,

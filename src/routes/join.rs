@@ -1,0 +1,133 @@
+//! `GET /join/<token>`: a guest's page. A working link sets the invite cookie (so the page's
+//! requests and socket carry the token) and serves the page's shell, whose logic lives in
+//! `static/join.js`; a link that no longer works gets a page that says the recording ended.
+
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use maud::{html, Markup, DOCTYPE};
+
+use crate::access;
+use crate::audio::AudioFormat;
+use crate::db;
+use crate::db::models::SessionRow;
+use crate::error::ApiError;
+use crate::guests::{self, Guest, TokenCheck};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(web::resource("/join/{token}").get(join_page));
+}
+
+async fn join_page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let token = path.into_inner();
+    match guests::check_token(&state, &token).await? {
+        TokenCheck::Valid(guest, session) => {
+            let (key, track) = (guest.session.clone(), guest.track.clone());
+            let stored = state
+                .db(move |conn| db::tracks::find(conn, &key, &track))
+                .await?;
+            let format = stored.as_ref().map(|track| track.format);
+            let secure = req.connection_info().scheme() == "https";
+            let mut builder = HttpResponse::Ok();
+            builder.cookie(access::invite_cookie(&token, &guest.session, secure));
+            Ok(access::html_page(
+                builder,
+                guest_page(&session, &guest, format),
+            ))
+        }
+        TokenCheck::Ended(session) => Ok(ended(HttpResponse::Gone(), Some(&session))),
+        TokenCheck::Unknown => {
+            access::count_failed_invite(&req);
+            Ok(ended(HttpResponse::NotFound(), None))
+        }
+    }
+}
+
+fn layout(title: &str, body: Markup, script: bool) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · safetake" }
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href="/static/style.css";
+                @if script {
+                    script type="module" src="/static/join.js" {}
+                }
+            }
+            body.guest {
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The shell `static/join.js` drives. Its data attributes: the session, the track and the
+/// format a socket opens it with (the stored track's, or the defaults for a new track).
+fn guest_page(session: &SessionRow, guest: &Guest, stored: Option<AudioFormat>) -> Markup {
+    let format = stored.unwrap_or(AudioFormat::DEFAULT);
+    let body = html! {
+        section.card.guest-page #guest
+            data-session-id=(session.id)
+            data-track=(guest.track)
+            data-name=(guest.name)
+            data-title=(session.title)
+            data-track-exists=(stored.is_some())
+            data-sample-rate=(format.sample_rate)
+            data-channels=(format.channels)
+            data-format=(format.sample.as_str()) {
+            p.muted { "You are invited to record" }
+            h1 #session-title { (session.title) }
+            p { "as " strong #guest-name { (guest.name) } " (track " code { (guest.track) } ")" }
+            p #guest-state .guest-state data-testid="guest-state" { "ready" }
+            div.setup {
+                label {
+                    "Microphone"
+                    select #mic-source { option value="" { "Default microphone" } }
+                }
+                meter #level min="-60" max="0" value="-60" {}
+            }
+            div.controls {
+                button #join .primary type="button" data-testid="join" { "Join" }
+                button #leave type="button" data-testid="leave" disabled { "Leave" }
+            }
+            dl.stats {
+                div { dt { "Elapsed" } dd #elapsed data-testid="elapsed" { "0:00.0" } }
+                div {
+                    dt { "Connection" }
+                    dd #connection data-testid="connection" data-state="idle" { "idle" }
+                }
+                div { dt { "Not yet saved" } dd #unacked data-testid="unacked" { "0.0 s" } }
+            }
+            p #message .message role="status" aria-live="polite" {}
+            section #leftover hidden {}
+        }
+    };
+    layout(&session.title, body, true)
+}
+
+/// An unknown or revoked link, or an ended session.
+fn ended(builder: HttpResponseBuilder, session: Option<&SessionRow>) -> HttpResponse {
+    let body = html! {
+        section.card.guest-page {
+            @if let Some(session) = session {
+                h1 { (session.title) }
+            }
+            p #guest-state .guest-state data-testid="guest-state" { "ended" }
+            p {
+                @if session.is_some() {
+                    "This recording has ended, or this link was withdrawn. Thank you!"
+                } @else {
+                    "This link does not work (any more). Ask the host for a new one."
+                }
+            }
+        }
+    };
+    access::html_page(builder, layout("Recording ended", body, false))
+}
