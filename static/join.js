@@ -6,8 +6,8 @@
 // and says when everything is saved. If the session ended before everything was sent, the page
 // says how much and offers it as a WAV file.
 //
-// The server's shell gives what the page needs as data attributes (on `#join`, `main` or
-// `body`): `data-session-id`, `data-track`, `data-name`, `data-title`, and `data-state`
+// The server's shell gives what the page needs as data attributes (on the element with
+// `data-session-id`): `data-session-id`, `data-track`, `data-name`, `data-title`, and `data-state`
 // (`ended` for a revoked or unknown link or an ended session). The invite's cookie, set with
 // the page, authenticates every request and socket the page makes.
 
@@ -38,7 +38,7 @@ const guest = {
 };
 
 function readConfig() {
-  const holders = [document.getElementById('join'), document.querySelector('[data-session-id]'), document.querySelector('main'), document.body];
+  const holders = [document.querySelector('[data-session-id]'), document.querySelector('main'), document.body];
   const data = Object.assign({}, ...holders.filter(Boolean).reverse().map((node) => ({ ...node.dataset })));
   return {
     session: data.sessionId ?? data.session ?? '',
@@ -51,7 +51,7 @@ function readConfig() {
 
 // ---- the page ----
 
-const root = document.getElementById('join') ?? document.querySelector('main') ?? document.body;
+const root = document.querySelector('[data-session-id]') ?? document.querySelector('main') ?? document.body;
 
 const ui = {
   title: element('h1', { className: 'guest-title' }),
@@ -94,9 +94,9 @@ const stats = element('dl', { className: 'stats' }, [
   stat('Connection', ui.connection),
   stat('Not yet saved', ui.unsaved),
 ]);
-root.replaceChildren(
-  element('section', { className: 'card guest' }, [ui.title, ui.lead, ui.about, setup, controls, stats, ui.message, ui.rescue]),
-);
+// The shell's own markup is what shows without script; the page replaces it with its own.
+root.classList.add('card', 'guest-page');
+root.replaceChildren(ui.title, ui.lead, ui.about, setup, controls, stats, ui.message, ui.rescue);
 ui.title.textContent = config.title || 'Recording';
 ui.lead.textContent = config.name ? `Hello ${config.name}, you are invited to record.` : 'You are invited to record.';
 document.title = `${config.title || 'Join'} · safetake`;

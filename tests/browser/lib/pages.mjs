@@ -81,10 +81,10 @@ export const sessionCard = (page, id) => page.locator(`[data-testid=session][dat
 
 // ---- guests ----
 
-/** A fake microphone playing one steady tone (a whole number of cycles a second, so it loops cleanly). */
+/** A fake microphone playing one steady tone, 10 s long: Chromium jumps where the file loops. */
 export async function writeTone(dir, hz) {
   const file = path.join(dir, `tone-${hz}.wav`);
-  await writeFile(file, wavFile(tones([{ hz, seconds: 1 }]), 48_000));
+  await writeFile(file, wavFile(tones([{ hz, seconds: 10 }]), 48_000));
   return file;
 }
 
@@ -139,7 +139,8 @@ export async function guestOffset(page) {
 export function assertOnlyTone(audio, hz, other, what) {
   const report = toneReport(audio.samples, audio.sampleRate, [hz, other]);
   const total = report.windows.length;
-  const summary = JSON.stringify(report.counts);
+  const odd = report.windows.flatMap((label, i) => (label === hz ? [] : [`${(i / 10).toFixed(1)}s:${label}`]));
+  const summary = `${JSON.stringify(report.counts)}${odd.length ? ` others at ${odd.slice(0, 12).join(' ')}` : ''}`;
   assert(total > 0, `${what}: some audio`);
   assert(report.counts[other] === 0, `${what} holds none of ${other} Hz: ${summary}`);
   assert(report.counts[hz] >= total * 0.9, `${what} is ${hz} Hz throughout: ${summary}`);
