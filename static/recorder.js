@@ -95,7 +95,8 @@ async function start() {
 async function stop() {
   if (recorder.phase !== 'recording') return;
   setPhase('saving');
-  await stopCaptures();
+  // Each track says `done` as soon as the server has all of it: no hanging up in between.
+  await stopCaptures({ done: true });
   const id = recorder.session.id;
   say('Stopping: every browser sends what it still holds…');
   try {
@@ -167,11 +168,11 @@ async function feed(source, capture) {
   });
 }
 
-async function stopCaptures() {
+async function stopCaptures({ done = false } = {}) {
   const captures = [...recorder.captures];
   recorder.captures.clear();
   await Promise.all(captures.map(([, capture]) => capture.stop()));
-  for (const [source] of captures) recorder.uplinks.get(recorder.feeds.get(source))?.end();
+  for (const [source] of captures) recorder.uplinks.get(recorder.feeds.get(source))?.end({ done });
 }
 
 /**

@@ -132,7 +132,8 @@ export class TrackUplink extends EventTarget {
   end({ done = false } = {}) {
     this.live = false;
     if (done) {
-      this.#owesDone = true;
+      // Said already, and nothing captured since: once is enough.
+      if (!this.doneSent) this.#owesDone = true;
       this.standby = false;
     }
     if (this.state === 'connected') this.#socket.send(JSON.stringify({ type: 'flush' }));
