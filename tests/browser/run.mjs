@@ -12,6 +12,7 @@ import * as outageThenCrash from './scenarios/outage-then-crash.mjs';
 import * as rollover from './scenarios/rollover.mjs';
 import * as reloadMidRecording from './scenarios/reload-mid-recording.mjs';
 import * as screenshots from './scenarios/screenshots.mjs';
+import * as stuckAudioEngine from './scenarios/stuck-audio-engine.mjs';
 import * as serverRestart from './scenarios/server-restart.mjs';
 import * as twoTracksAndHistory from './scenarios/two-tracks-and-history.mjs';
 
@@ -26,6 +27,7 @@ const SCENARIOS = [
   guestOffline,
   guestScreenshots,
   rollover,
+  stuckAudioEngine,
 ];
 const SCENARIO_TIMEOUT_MS = 90_000;
 
