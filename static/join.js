@@ -108,6 +108,7 @@ function say(text, kind = 'info') {
 
 function setState(state) {
   guest.state = state;
+  keepScreenOn(state === 'recording' || state === 'saving');
   document.body.dataset.guestState = state;
   ui.state.textContent = state;
   ui.state.dataset.state = state;
@@ -118,6 +119,18 @@ function setState(state) {
   ui.mic.disabled = ui.test.disabled = over || guest.stopped || state === 'saving';
   setup.hidden = over;
   controls.hidden = over;
+}
+
+/** A phone that locks its screen may stop the page: while it records, the screen stays on. */
+let wakeLock = null;
+async function keepScreenOn(on) {
+  if (!on) {
+    wakeLock?.release().catch(() => {});
+    wakeLock = null;
+  } else if (!wakeLock && document.visibilityState === 'visible') {
+    wakeLock = await navigator.wakeLock?.request('screen').catch(() => null);
+    wakeLock?.addEventListener('release', () => (wakeLock = null));
+  }
 }
 
 // ---- the microphone ----
@@ -375,7 +388,12 @@ async function open() {
   setState(guest.state);
   if (guest.stopped && guest.state === 'ready') say('The host has stopped the recording.');
   // The microphone was allowed before: show its level at once.
-  const permission = await navigator.permissions?.query({ name: 'microphone' }).catch(() => null);
+  let permission = null;
+  try {
+    permission = await navigator.permissions?.query({ name: 'microphone' });
+  } catch {
+    // Not every browser can be asked (the name is unknown to some): the guest tests it by hand.
+  }
   if (permission?.state === 'granted' && !guest.stopped) testMicrophone();
   else refreshDevices();
 }
@@ -386,6 +404,12 @@ ui.test.addEventListener('click', testMicrophone);
 ui.mic.addEventListener('change', changeMicrophone);
 navigator.mediaDevices?.addEventListener('devicechange', refreshDevices);
 window.addEventListener('online', () => guest.uplink?.retryNow());
+// The lock goes when the page is hidden; it comes back with the page.
+document.addEventListener('visibilitychange', () => keepScreenOn(guest.state === 'recording' || guest.state === 'saving'));
+// Closing the page while audio is on its way: the browser keeps it, but the guest should know.
+window.addEventListener('beforeunload', (event) => {
+  if (guest.state === 'recording' || (guest.uplink?.unackedBytes() ?? 0) > 0) event.preventDefault();
+});
 setInterval(render, RENDER_MS);
 setState('ready');
 open();

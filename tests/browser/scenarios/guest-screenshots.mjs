@@ -1,6 +1,6 @@
 // Scenario 7: the guest pages as people see them, saved to docs/screenshots/: the host's
 // recorder with its roster (a guest connected, another invited), and the guest's page while it
-// records, on a phone-sized screen; neither scrolls sideways on a phone.
+// records, on a phone-sized screen; neither scrolls sideways on a phone. Then Sam leaves.
 
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -35,6 +35,11 @@ export async function run(scope) {
   await sleep(2_500);
   await host.screenshot({ path: path.join(SCREENSHOTS, 'roster.png'), fullPage: true });
   await sam.screenshot({ path: path.join(SCREENSHOTS, 'guest.png'), fullPage: true });
+
+  // Sam leaves: the page sends the rest and says `done`; the roster shows Sam gone, all saved.
+  await sam.getByTestId('leave').click();
+  await sam.getByTestId('guest-state').filter({ hasText: /^saved$/ }).waitFor();
+  await host.locator('[data-testid=participant][data-track=sam][data-connected=false][data-done=true]').waitFor();
 
   for (const page of [host, sam]) {
     await page.setViewportSize(PHONE);
