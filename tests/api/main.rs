@@ -5,6 +5,7 @@ mod access;
 mod audio;
 mod closing;
 mod download;
+mod guests;
 mod helpers;
 mod hostile;
 mod rest;
