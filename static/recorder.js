@@ -272,8 +272,12 @@ function uplinkFor(track, sampleRate) {
     uplink = new TrackUplink({ session: recorder.session.id, track, sampleRate });
     uplink.addEventListener('notice', (event) => say(event.detail, 'warn'));
     uplink.addEventListener('ended', () => onTrackEnded(uplink));
-    // Another page of the host pressed Stop: this one stops too.
-    uplink.addEventListener('stop', () => stop());
+    // The host pressed Stop (in another tab, or before this page was reloaded): a recording
+    // stops; a track that only uploads what the browser kept says `done` once it is sent.
+    uplink.addEventListener('stop', () => {
+      if (recorder.phase === 'recording') stop();
+      else if (!uplink.live) uplink.end({ done: true });
+    });
     recorder.uplinks.set(track, uplink);
   }
   return uplink;
