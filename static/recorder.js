@@ -55,6 +55,10 @@ const recorder = {
 };
 
 const roster = new Roster(ui.tracks.parentElement, ui.message, { local: () => recorder.uplinks, say });
+// Completed elsewhere (another tab's Stop, Mark complete on the history page) while this page waits.
+roster.addEventListener('session', ({ detail: session }) => {
+  if (session.status === 'completed' && recorder.phase === 'idle') showResult(session);
+});
 
 // ---- starting and stopping ----
 
