@@ -35,6 +35,8 @@ export class Roster extends EventTarget {
   #timer = 0;
   #links = rememberedLinks();
   #busy = false;
+  /** Each invite's buttons, made once: a poll that redraws the rows never swaps a button mid-click. */
+  #actions = new Map();
 
   /**
    * `local()` gives the page's own uplinks by track (their backlog is known exactly here);
@@ -263,7 +265,11 @@ export class Roster extends EventTarget {
   }
 
   #inviteActions(invite) {
+    const shape = `${this.#links.has(invite.id)}/${this.session.status === 'completed'}`;
+    const cached = this.#actions.get(invite.id);
+    if (cached?.shape === shape) return cached.actions;
     const actions = element('span', { className: 'actions' });
+    this.#actions.set(invite.id, { shape, actions });
     if (this.#links.has(invite.id)) {
       const show = element('button', { type: 'button', textContent: 'Link' });
       show.addEventListener('click', () => this.#showLink(invite));
