@@ -1,11 +1,12 @@
 // Scenario 7: the guest pages as people see them, saved to docs/screenshots/: the host's
 // recorder with its roster (a guest connected, another invited), and the guest's page while it
-// records, on a phone-sized screen; neither scrolls sideways on a phone. Then Sam leaves.
+// records, on a phone-sized screen; neither scrolls sideways on a phone. Then Sam leaves,
+// joins again, and the host revokes Sam's link while Sam records.
 
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { assert, freePort, launchBrowser, ROOT, sleep, startServer } from '../lib/harness.mjs';
-import { inviteGuest, joinAsGuest, openRecorder, startRecording, writeTone } from '../lib/pages.mjs';
+import { inviteGuest, joinAsGuest, openRecorder, participant, startRecording, writeTone } from '../lib/pages.mjs';
 
 export const name = 'screenshots-of-the-guest-pages';
 
@@ -40,6 +41,15 @@ export async function run(scope) {
   await sam.getByTestId('leave').click();
   await sam.getByTestId('guest-state').filter({ hasText: /^saved$/ }).waitFor();
   await host.locator('[data-testid=participant][data-track=sam][data-connected=false][data-done=true]').waitFor();
+  // Sam joins again into the same track; the host revokes the link: the socket closes with 4403
+  // and Sam's page says the recording ended for it.
+  await sam.getByTestId('join').filter({ hasText: 'Join again' }).click();
+  await sam.getByTestId('guest-state').filter({ hasText: /^recording$/ }).waitFor();
+  await host.locator('[data-testid=participant][data-track=sam][data-connected=true]').waitFor();
+  await participant(host, 'sam').getByTestId('revoke').click();
+  await sam.getByTestId('guest-state').filter({ hasText: /^ended$/ }).waitFor();
+  const said = await sam.locator('.message').textContent();
+  assert(/revoked/.test(said), `Sam's page says the link was revoked (${said})`);
 
   for (const page of [host, sam]) {
     await page.setViewportSize(PHONE);
