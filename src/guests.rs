@@ -215,17 +215,13 @@ pub async fn stop(state: &AppState, session: &SessionId) -> Result<SessionRow, A
     Ok(finish_if_all_done(state, session).await?.unwrap_or(row))
 }
 
-/// A track's client said it sent everything (and its writer synced and acked it all): the
-/// track is done, and the session finishes if a stop waits for nothing else.
+/// A track's client said it sent everything, and its writer synced, acked and stored the track
+/// as done: the session finishes if a stop waits for nothing else.
 pub async fn track_done(
     state: &AppState,
     session: &SessionId,
     track: &TrackName,
 ) -> Result<(), ApiError> {
-    let (key, name) = (session.clone(), track.clone());
-    state
-        .db(move |conn| db::tracks::set_done(conn, &key, &name, true))
-        .await?;
     tracing::info!(session = %session, track = %track, "track done");
     finish_if_all_done(state, session).await.map(drop)
 }

@@ -199,6 +199,8 @@ pub fn open_for_socket(
                 }
                 if existing.done {
                     // A socket attaches: whatever its client said before, it is sending again.
+                    // (A writer still holding the track clears what it stored itself, in order
+                    // with the attach; this clears what an earlier writer left.)
                     set_done(conn, session, track, false)?;
                 }
                 existing.format

@@ -68,8 +68,8 @@ pub enum SocketMsg {
     Flush {
         socket: SocketId,
     },
-    /// The client sent everything: sync it all, ack it, save the size, then reply the offset
-    /// acked. No reply if the socket no longer holds the track.
+    /// The client sent everything: sync it all, ack it, save the size, store the track as done,
+    /// then reply the offset acked. No reply if the socket no longer holds the track.
     Done {
         socket: SocketId,
         reply: oneshot::Sender<u64>,
@@ -144,6 +144,10 @@ struct Writer {
     current: Option<SocketLink>,
     /// For each flush not yet answered, the offset its ack must cover.
     flush_targets: VecDeque<u64>,
+    /// This writer stored the track as `done`: the next socket to attach makes it not done.
+    /// Both happen here, in order, so a `done` and a new socket racing cannot leave a track
+    /// marked done while a client sends to it.
+    marked_done: bool,
 }
 
 /// Starts a writer task; it opens (and repairs) the file before it takes any message.
@@ -259,6 +263,7 @@ impl Writer {
             synced,
             current: None,
             flush_targets: VecDeque::new(),
+            marked_done: false,
         })
     }
 
@@ -282,6 +287,10 @@ impl Writer {
                 self.current = Some(link);
                 self.shared.connected.store(true, Ordering::Release);
                 self.record_segment();
+                if self.marked_done {
+                    self.marked_done = false;
+                    self.store_done(false).await;
+                }
                 let _ = reply.send(Ok(self.synced));
             }
             Control::Close { reason, reply } => {
@@ -329,6 +338,8 @@ impl Writer {
                 // The ack covering everything, even when nothing was left to sync.
                 self.send(Outbound::Ack(self.synced));
                 self.persist_size().await;
+                self.store_done(true).await;
+                self.marked_done = true;
                 let _ = reply.send(self.synced);
             }
             SocketMsg::Detach { socket } if self.is_current(socket) => {
@@ -522,6 +533,22 @@ impl Writer {
         .await;
         if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {
             tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "track size not saved; the file stays the truth");
+        }
+    }
+
+    /// Stores whether the track's client is done. A database that is down costs the flag (a
+    /// stop then waits for `finish`), never audio.
+    async fn store_done(&self, done: bool) {
+        let pool = self.setup.pool.clone();
+        let key = self.setup.key.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            db::tracks::set_done(&mut conn, &key.session, &key.track, done)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {
+            tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, done, %error, "track's done flag not saved");
         }
     }
 }

@@ -133,16 +133,22 @@ async fn as_guest(
         .unwrap()
 }
 
-/// Reads past acks to the next message of another type, which must be `kind`.
+/// Reads past acks to the next message of another type, which must be `kind`, within `WAIT`
+/// in all (the server's pings would otherwise keep a per-message wait going).
 async fn next_besides_acks(client: &mut WsClient, kind: &str) -> Value {
-    loop {
-        let message = client.next_json().await.expect("socket open");
-        if message["type"] == "ack" {
-            continue;
+    let next = async {
+        loop {
+            let message = client.next_json().await.expect("socket open");
+            if message["type"] != "ack" {
+                return message;
+            }
         }
-        assert_eq!(message["type"], kind, "{message}");
-        return message;
-    }
+    };
+    let message = tokio::time::timeout(WAIT, next)
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} in time"));
+    assert_eq!(message["type"], kind, "{message}");
+    message
 }
 
 /// Polls the session until `check` holds on it (the server's state changes after a message).
@@ -760,7 +766,10 @@ async fn a_stop_waits_for_a_gone_client_that_comes_back_and_gets_stop_after_read
     // Sam reopens the link: `stop` right after `ready`, then the rest and done.
     let (mut sam, ready) = guest_socket(&app, &id, "sam", &token).await.unwrap();
     assert_eq!(ready["offset"], 9_600);
-    let stop = sam.next_json().await.expect("stop after ready");
+    let stop = tokio::time::timeout(WAIT, sam.next_json())
+        .await
+        .expect("a message right after ready")
+        .expect("stop after ready");
     assert_eq!(stop["type"], "stop", "{stop}");
     send_rest_and_done(&mut sam, 9_600, &sam_audio[9_600..]).await;
     assert_eq!(sam.expect_close().await.code, 1000);
