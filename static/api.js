@@ -32,6 +32,10 @@ export const getSession = (id) => call('GET', sessionPath(id));
 export const listSessions = (status) => call('GET', `/api/sessions?status=${encodeURIComponent(status)}`);
 export const finishSession = (id) => call('POST', `${sessionPath(id)}/finish`);
 export const deleteSession = (id) => call('DELETE', sessionPath(id));
+export const stopSession = (id) => call('POST', `${sessionPath(id)}/stop`);
+export const createInvite = (id, invite) => call('POST', `${sessionPath(id)}/invites`, invite);
+export const listInvites = (id) => call('GET', `${sessionPath(id)}/invites`);
+export const revokeInvite = (id, inviteId) => call('DELETE', `${sessionPath(id)}/invites/${encodeURIComponent(inviteId)}`);
 export const trackUrl = (id, track) => `${sessionPath(id)}/tracks/${encodeURIComponent(track)}.wav`;
 
 export function socketUrl(id, query) {

@@ -1,16 +1,21 @@
-// The recorder page: opens the sources, feeds each track's uplink, shows what is going on, and
-// on Stop waits until the server has acked every byte before it finishes the session.
+// The recorder page: opens the sources, feeds each track's uplink, shows what is going on and
+// who else records (the roster, with invites). Its Stop stops everyone: the server tells each
+// browser, each sends what it holds and says `done`, and the session completes by itself.
 // `/record?session=ID` resumes a session: what this browser kept of it is uploaded at once,
 // and new audio is appended after everything the server and the browser hold.
 
 import * as api from './api.js';
-import { Capture, microphone, openAudioContext, tabAudio } from './capture.js';
+import { Capture, microphone, openAudioContext, tabAudio, inputDevices } from './capture.js';
+import { Roster, trackNameFor } from './roster.js';
 import * as spool from './spool.js';
+import { element, formatClock, levelMeter, localTime, meterValue } from './ui.js';
 import { TrackUplink } from './uplink.js';
 
 const MIC = 'mic';
 const RENDER_MS = 200;
 const START_LABELS = { starting: 'Starting…', recording: 'Recording…', saving: 'Finishing…', finished: 'New recording' };
+/** How often Stop looks whether the session has completed. */
+const STOP_POLL_MS = 500;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -39,13 +44,21 @@ const recorder = {
   /** idle | starting | recording | saving | finished */
   phase: 'idle',
   context: null,
-  /** Track name -> Capture, for the sources being recorded now. */
+  /** Source name (`mic`, or the second source's first track) -> Capture, recording now. */
   captures: new Map(),
+  /** Source name -> the track it records into now: `mic`, or `mic-2` after a rollover. */
+  feeds: new Map(),
   /** Track name -> TrackUplink, for every track this page sends or has sent. */
   uplinks: new Map(),
   /** Seconds of microphone audio captured since Start. */
   takeSeconds: 0,
 };
+
+const roster = new Roster(ui.tracks.parentElement, ui.message, { local: () => recorder.uplinks, say });
+// Completed elsewhere (another tab's Stop, Mark complete on the history page) while this page waits.
+roster.addEventListener('session', ({ detail: session }) => {
+  if (session.status === 'completed' && recorder.phase === 'idle') showResult(session);
+});
 
 // ---- starting and stopping ----
 
@@ -56,20 +69,25 @@ async function start() {
   // Asks the browser not to evict the spool when storage runs low; no prompt in Chrome.
   navigator.storage?.persist?.().catch(() => {});
   const streams = [];
+  const opened = new Map();
   try {
     // Sharing a tab needs the click's user activation: ask for it before anything waits.
     const second = await openSecondSource();
     if (second) streams.push(second);
     const mic = await microphone(ui.micSource.value);
     streams.push(mic);
+    recorder.context ??= await openAudioContext(trackRate(recorder.feeds.get(MIC) ?? latestOf(MIC)));
+    opened.set(MIC, capture(MIC, mic));
+    if (second) opened.set(secondTrackName(), capture('second source', second));
+    // The session is made only once sound flows: a browser that cannot record leaves nothing behind.
+    await Promise.all([...opened.values()].map((c) => c.started()));
     if (!recorder.session) adopt(await api.createSession(ui.title.value.trim() || undefined));
-    recorder.context ??= await openAudioContext(trackRate(MIC));
     recorder.takeSeconds = 0;
-    await feed(MIC, mic);
-    if (second) await feed(secondTrackName(), second);
+    for (const [source, c] of opened) await feed(source, c);
     setPhase('recording');
     refreshDevices();
   } catch (error) {
+    await Promise.all([...opened.values()].map((c) => c.stop()));
     await stopCaptures();
     streams.forEach(release);
     setPhase('idle');
@@ -77,34 +95,68 @@ async function start() {
   }
 }
 
+/** Stops everyone: the server asks each browser to send the rest; the session completes by itself. */
 async function stop() {
+  if (recorder.phase !== 'recording') return;
   setPhase('saving');
-  await stopCaptures();
-  const uplinks = [...recorder.uplinks.values()];
-  say('Waiting until the server has every byte…');
-  await Promise.all(uplinks.map((uplink) => uplink.drained()));
-  const failed = uplinks.find((uplink) => uplink.state === 'failed');
-  if (failed) {
-    setPhase('idle');
-    return say(`Not finished: ${failed.track}: ${failed.reason}. The browser keeps its audio.`, 'error');
-  }
+  // Each track says `done` as soon as the server has all of it: no hanging up in between.
+  await stopCaptures({ done: true });
+  const id = recorder.session.id;
+  say('Stopping: every browser sends what it still holds…');
   try {
-    const { id } = await finishWhenReachable(recorder.session.id);
-    await spool.forgetSession(id).catch(() => {});
-    await recorder.context?.close();
-    recorder.context = null;
-    showResult(await api.getSession(id));
+    await whenReachable(() => api.stopSession(id));
   } catch (error) {
-    setPhase('idle');
-    say(`Every byte is saved, but the session could not be finished: ${error.message}`, 'error');
+    if (error.code !== 'invalid_transition') {
+      setPhase('idle');
+      return say(`Could not stop the recording: ${error.message}. Every track is still safe.`, 'error');
+    }
+  }
+  await closeOutOwnTracks(id);
+  const session = await completed(id);
+  const kept = [...recorder.uplinks.values()].reduce((sum, uplink) => sum + uplink.unackedSeconds(), 0);
+  if (kept === 0) await spool.forgetSession(id).catch(() => {});
+  await recorder.context?.close();
+  recorder.context = null;
+  showResult(session);
+  if (kept > 0) say(`The session was marked complete before ${kept.toFixed(1)} s of this browser's audio reached the server.`, 'warn');
+}
+
+/** Says `done` for every track of this host: its own uplinks, and tracks of earlier takes. */
+async function closeOutOwnTracks(id) {
+  for (const uplink of recorder.uplinks.values()) if (!uplink.isOver()) uplink.end({ done: true });
+  const session = await api.getSession(id).catch(() => null);
+  for (const track of session?.tracks ?? []) {
+    const mine = recorder.uplinks.get(track.name);
+    if (track.participant || track.done || track.connected || (mine && !mine.isOver())) continue;
+    // A track no source of this page feeds (an earlier take's, or a full one): it is complete.
+    const closer = new TrackUplink({ session: id, track: track.name, sampleRate: track.sampleRate });
+    closer.end({ done: true });
   }
 }
 
+/** Resolves with the session once it is completed (every track done, or Mark complete). */
+async function completed(id) {
+  for (;;) {
+    const session = roster.session?.status === 'completed' ? roster.session : await roster.refresh();
+    if (session?.status === 'completed') return session;
+    const failed = [...recorder.uplinks.values()].find((uplink) => uplink.state === 'failed');
+    if (failed) say(`${failed.track}: ${failed.reason}. The browser keeps its audio.`, 'error');
+    await new Promise((resolve) => setTimeout(resolve, STOP_POLL_MS));
+  }
+}
+
+function capture(source, stream) {
+  return new Capture(recorder.context, stream, {
+    onEnded: () => say(`The ${source === MIC ? 'microphone' : source} stopped (unplugged, or sharing ended).`, 'warn'),
+  });
+}
+
 /**
- * Opens a track's uplink, waits for the server's `ready`, then starts the source on it. On
- * failure the stream is still the caller's to release.
+ * Opens the source's track uplink, waits for the server's `ready`, then hands the capture's
+ * audio (held since it started) to it. On failure the capture is still the caller's to stop.
  */
-async function feed(track, stream) {
+async function feed(source, capture) {
+  const track = recorder.feeds.get(source) ?? latestOf(source);
   const uplink = uplinkFor(track, recorder.context.sampleRate);
   try {
     await uplink.begin();
@@ -112,37 +164,66 @@ async function feed(track, stream) {
     uplink.end();
     throw error;
   }
-  const capture = new Capture(recorder.context, stream, {
-    onChunk: (pcm, frames) => {
-      uplink.push(pcm);
-      if (track === MIC) recorder.takeSeconds += frames / recorder.context.sampleRate;
-    },
-    onEnded: () => say(`The source of ${track} stopped (unplugged, or sharing ended).`, 'warn'),
+  recorder.feeds.set(source, track);
+  recorder.captures.set(source, capture);
+  capture.attach((pcm, frames) => {
+    recorder.uplinks.get(recorder.feeds.get(source)).push(pcm);
+    if (source === MIC) recorder.takeSeconds += frames / capture.sampleRate;
   });
-  recorder.captures.set(track, capture);
 }
 
-async function stopCaptures() {
+async function stopCaptures({ done = false } = {}) {
   const captures = [...recorder.captures];
   recorder.captures.clear();
   await Promise.all(captures.map(([, capture]) => capture.stop()));
-  for (const [track] of captures) recorder.uplinks.get(track)?.end();
+  for (const [source] of captures) recorder.uplinks.get(recorder.feeds.get(source))?.end({ done });
+}
+
+/**
+ * A track is full (4 GiB): its source goes on in the next track of its name (`mic-2`, ...),
+ * starting with the audio the full one did not store, so not a sample is lost or repeated.
+ * Until the switch, captured audio waits in the full track's queue, in order.
+ */
+async function rollOver(full) {
+  const session = await api.getSession(full.session).catch(() => null);
+  const stored = session?.tracks?.find((track) => track.name === full.track)?.dataBytes;
+  const source = [...recorder.feeds].find(([, track]) => track === full.track)?.[0];
+  const next = nextTrackName(full.track, session);
+  const uplink = uplinkFor(next, full.sampleRate);
+  uplink.begin().catch((error) => say(`${next}: ${error.message}`, 'error'));
+  uplink.adopt(full.takeRest(stored));
+  if (source) recorder.feeds.set(source, next);
+  if (!source || !recorder.captures.has(source)) uplink.end({ done: recorder.phase === 'saving' });
+  say(`${full.track} is full (4 GiB): recording goes on in ${next} without a gap.`, 'warn');
+}
+
+/** `mic` -> `mic-2`, `mic-2` -> `mic-3`, skipping names the session or this page already has. */
+function nextTrackName(track, session) {
+  const [, base, number] = /^(.*?)(?:-(\d+))?$/.exec(track);
+  const known = [...(session?.tracks ?? []), ...(roster.session?.tracks ?? [])].map((t) => t.name);
+  const taken = new Set([...known, ...recorder.uplinks.keys(), ...roster.invites.map((invite) => invite.track)]);
+  for (let n = Number(number ?? 1) + 1; ; n += 1) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
 }
 
 /** Switches a source while recording; its track goes on where it was. */
-async function changeSource(track, openStream) {
+async function changeSource(source, openStream) {
   if (recorder.phase !== 'recording') return;
-  const capture = recorder.captures.get(track);
-  recorder.captures.delete(track);
-  await capture?.stop();
-  recorder.uplinks.get(track)?.end();
+  const old = recorder.captures.get(source);
+  recorder.captures.delete(source);
+  await old?.stop();
+  recorder.uplinks.get(recorder.feeds.get(source))?.end();
   let stream;
+  let next;
   try {
     stream = await openStream();
-    if (stream) await feed(track, stream);
+    if (!stream) return;
+    next = capture(source, stream);
+    await next.started();
+    await feed(source, next);
   } catch (error) {
-    if (stream) release(stream);
-    say(`Could not switch ${track}: ${error.message}`, 'error');
+    if (next) await next.stop();
+    else if (stream) release(stream);
+    say(`Could not switch ${source}: ${error.message}`, 'error');
   }
 }
 
@@ -156,11 +237,31 @@ function openSecondSource() {
   return choice === 'tab' ? tabAudio() : microphone(choice);
 }
 
-/** The second source keeps the session's existing second track, else names a new one. */
+/**
+ * The second source keeps the host's existing second track (not a guest's), else names a new
+ * one; after a rollover (`guest-2`) it is still the source `guest`.
+ */
 function secondTrackName() {
-  const names = new Set([...(recorder.session?.tracks ?? []).map((t) => t.name), ...recorder.uplinks.keys()]);
-  const existing = [...names].find((name) => name !== MIC);
-  return existing ?? (ui.secondSource.value === 'tab' ? 'system' : 'guest');
+  const guests = new Set([
+    ...roster.invites.map((invite) => invite.track),
+    ...(recorder.session?.tracks ?? []).filter((t) => t.participant).map((t) => t.name),
+  ]);
+  const names = [...(recorder.session?.tracks ?? []).map((t) => t.name), ...recorder.uplinks.keys()];
+  const existing = names.find((name) => !guests.has(name) && !isChainOf(MIC, name));
+  if (existing) return existing.replace(/-\d+$/, '');
+  return trackNameFor(ui.secondSource.value === 'tab' ? 'system' : 'guest', new Set([...names, ...guests]));
+}
+
+/** `mic`, `mic-2`, `mic-3`, ...: the tracks one source went through. */
+function isChainOf(source, name) {
+  return name === source || (name.startsWith(`${source}-`) && /^\d+$/.test(name.slice(source.length + 1)));
+}
+
+/** The latest track of a source's chain that the session or this page has. */
+function latestOf(source) {
+  const names = [...(recorder.session?.tracks ?? []).map((t) => t.name), ...recorder.uplinks.keys()];
+  const number = (name) => (name === source ? 1 : Number(name.slice(source.length + 1)));
+  return names.filter((name) => isChainOf(source, name)).sort((a, b) => number(b) - number(a))[0] ?? source;
 }
 
 /** A resumed track keeps its rate (a track's format is fixed); a new session takes the device's. */
@@ -175,6 +276,12 @@ function uplinkFor(track, sampleRate) {
     uplink = new TrackUplink({ session: recorder.session.id, track, sampleRate });
     uplink.addEventListener('notice', (event) => say(event.detail, 'warn'));
     uplink.addEventListener('ended', () => onTrackEnded(uplink));
+    // The host pressed Stop (in another tab, or before this page was reloaded): a recording
+    // stops; a track that only uploads what the browser kept says `done` once it is sent.
+    uplink.addEventListener('stop', () => {
+      if (recorder.phase === 'recording') stop();
+      else if (!uplink.live) uplink.end({ done: true });
+    });
     recorder.uplinks.set(track, uplink);
   }
   return uplink;
@@ -182,6 +289,7 @@ function uplinkFor(track, sampleRate) {
 
 /** The server will take no more of a track: the session was finished or deleted elsewhere. */
 async function onTrackEnded(uplink) {
+  if (uplink.state === 'full') return rollOver(uplink);
   if (recorder.phase === 'saving') return; // Stop's own wait sees it
   await stopCaptures();
   if (uplink.state === 'finished') {
@@ -193,15 +301,14 @@ async function onTrackEnded(uplink) {
   }
 }
 
-/** Finishes the session, waiting out a server that is down; finished already is fine too. */
-async function finishWhenReachable(id) {
+/** Runs an API call, waiting out a server that is down; a refusal is the caller's. */
+async function whenReachable(call) {
   for (let attempt = 0; ; attempt += 1) {
     try {
-      return await api.finishSession(id);
+      return await call();
     } catch (error) {
-      if (error.code === 'invalid_transition') return api.getSession(id);
       if (error.status) throw error;
-      say('Every byte is saved; waiting for the server to finish the session…');
+      say('Waiting for the server to answer…');
       await new Promise((resolve) => setTimeout(resolve, Math.min(500 * 2 ** attempt, 5000)));
     }
   }
@@ -216,6 +323,7 @@ function adopt(session) {
   ui.title.value = session.title;
   ui.title.disabled = true;
   ui.recovery.hidden = true;
+  roster.follow(session);
   // A reload comes back to this session.
   history.replaceState(null, '', `/record?session=${encodeURIComponent(session.id)}`);
 }
@@ -303,6 +411,7 @@ function recoveryItem(session, keptSeconds) {
 
 function showResult(session) {
   recorder.session = session;
+  roster.session = session;
   setPhase('finished');
   ui.heading.textContent = session.title;
   ui.resultFiles.replaceChildren(
@@ -335,6 +444,7 @@ function setPhase(phase) {
   ui.stop.textContent = 'Stop';
   ui.micSource.disabled = ui.secondSource.disabled = phase === 'starting' || phase === 'saving';
   ui.start.textContent = START_LABELS[phase] ?? (recorder.session ? 'Continue recording' : 'Start recording');
+  roster.setPhase(phase);
 }
 
 function render() {
@@ -351,7 +461,7 @@ function render() {
 
 /** One word for all tracks; `connected` only while every busy track streams. */
 function connection(uplinks) {
-  const busy = uplinks.filter((uplink) => uplink.state !== 'idle' && uplink.state !== 'finished');
+  const busy = uplinks.filter((uplink) => !['idle', 'finished', 'full'].includes(uplink.state));
   const failed = busy.find((uplink) => uplink.state === 'failed');
   if (failed) return ['failed', `stopped: ${failed.reason}`];
   const retrying = busy.find((uplink) => uplink.state === 'retrying');
@@ -369,15 +479,16 @@ function renderTrack(uplink) {
   if (!row) {
     row = element('li', { className: 'live-track' }, [
       element('strong', { textContent: uplink.track }),
-      element('meter', { min: -60, max: 0, low: -18, high: -3, optimum: -12, value: -60 }),
+      levelMeter(),
       element('span', { className: 'muted' }),
     ]);
     row.dataset.testid = 'track';
     row.dataset.track = uplink.track;
     ui.tracks.append(row);
   }
-  const level = recorder.captures.get(uplink.track)?.level ?? 0;
-  row.querySelector('meter').value = level > 0 ? Math.max(-60, 20 * Math.log10(level)) : -60;
+  const source = [...recorder.feeds].find(([, track]) => track === uplink.track)?.[0];
+  const level = recorder.captures.get(source)?.level ?? 0;
+  row.querySelector('meter').value = meterValue(level);
   row.querySelector('meter').title = level > 0 ? `peak ${(20 * Math.log10(level)).toFixed(0)} dBFS` : 'silent';
   row.querySelector('span').textContent =
     `${formatClock(uplink.nextOffset / uplink.byteRate)} recorded · ` +
@@ -393,9 +504,8 @@ function say(text, kind = 'info') {
 }
 
 async function refreshDevices() {
-  const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
   // Before the microphone is allowed, devices come without ids; only the defaults apply then.
-  const inputs = devices.filter((device) => device.kind === 'audioinput' && device.deviceId);
+  const inputs = await inputDevices();
   fillSelect(ui.micSource, inputs, [['', 'Default microphone']], []);
   fillSelect(ui.secondSource, inputs, [['', 'None']], [['tab', 'Tab or screen audio']]);
 }
@@ -405,23 +515,6 @@ function fillSelect(select, devices, before, after) {
   const options = [...before, ...devices.map((d, i) => [d.deviceId, d.label || `Input ${i + 1}`]), ...after];
   select.replaceChildren(...options.map(([value, label]) => element('option', { value, textContent: label })));
   select.value = options.some(([value]) => value === chosen) ? chosen : '';
-}
-
-function element(tag, properties, children = []) {
-  const node = Object.assign(document.createElement(tag), properties);
-  node.append(...children);
-  return node;
-}
-
-function formatClock(seconds) {
-  const whole = Math.floor(seconds);
-  const minutes = Math.floor(whole / 60);
-  const tenths = Math.floor((seconds - whole) * 10);
-  return `${minutes}:${String(whole % 60).padStart(2, '0')}.${tenths}`;
-}
-
-function localTime(rfc3339) {
-  return new Date(rfc3339).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 }
 
 // ---- wiring ----

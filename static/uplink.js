@@ -1,7 +1,8 @@
 // One track's way to the server. Every captured byte gets its offset here, once; it is kept in
 // memory and in the spool until the server acks it, and after any drop the socket comes back by
 // itself and resends from the server's `ready.offset`. So the track on disk has no gap and no
-// duplicate, whatever happens to the connection.
+// duplicate, whatever happens to the connection. It tells the server how much it still holds
+// (`backlog`), hears the host's `stop`, and says `done` once the server has all of it.
 
 import { getSession, socketUrl } from './api.js';
 import * as spool from './spool.js';
@@ -15,6 +16,8 @@ const BYTES_PER_FRAME = CHANNELS * 2;
 const RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000];
 /** A socket that has not said `ready` by then is given up (a half-open network) and retried. */
 const READY_TIMEOUT_MS = 8000;
+/** How often the server hears how much this browser still holds (the host's roster shows it). */
+const BACKLOG_INTERVAL_MS = 2000;
 const CLOSE_REASONS = new Map([
   [1001, 'server restarting'],
   [1006, 'connection lost'],
@@ -28,10 +31,13 @@ const chunkEnd = (chunk) => chunk.offset + chunk.pcm.byteLength;
 
 /**
  * States: `idle` (no socket needed), `connecting`, `connected` (ready received), `retrying`
- * (waiting out a backoff), and the two ends: `finished` (the session was finished) and `failed`
- * (the track can take no more: deleted session, full track).
+ * (waiting out a backoff), and the ends: `finished` (the session was finished), `full` (the
+ * track holds 4 GiB: the owner goes on in a new track with what is left in `queue`) and
+ * `failed` (the track can take no more: deleted session, revoked invite).
  *
- * Events: `notice` (detail: a sentence for the user), `ended` (the track reached an end).
+ * Events: `notice` (detail: a sentence for the user), `ended` (the track reached an end),
+ * `stop` (the host stopped the recording for everyone), `done` (the server has every byte and
+ * was told so).
  */
 export class TrackUplink extends EventTarget {
   #socket = null;
@@ -41,6 +47,9 @@ export class TrackUplink extends EventTarget {
   #attempt = 0;
   #retryTimer = 0;
   #readyTimer = 0;
+  #backlogTimer = 0;
+  /** `done` is to be sent once every byte is acked. */
+  #owesDone = false;
   #drainWaiters = [];
   #firstReady;
   #resolveFirstReady;
@@ -58,6 +67,12 @@ export class TrackUplink extends EventTarget {
     this.acked = 0;
     /** A source is feeding this track: the socket stays up even with nothing to send. */
     this.live = false;
+    /** Keep a socket up with nothing to send, to hear the host's `stop` (a guest's open page). */
+    this.standby = false;
+    /** The host asked everyone to stop (a `stop` message came). */
+    this.stopRequested = false;
+    /** `done` was sent, and no audio has come since. */
+    this.doneSent = false;
     this.state = 'idle';
     this.reason = '';
     this.retryAt = 0;
@@ -71,9 +86,21 @@ export class TrackUplink extends EventTarget {
     this.#wake();
   }
 
+  /** Takes chunks that another track could not store (a rollover): kept and sent from here. */
+  adopt(pcms) {
+    for (const pcm of pcms) this.push(pcm);
+  }
+
+  /** Keeps a socket attached while nothing is sent, so the host's `stop` reaches this page. */
+  hold() {
+    this.standby = true;
+    this.#wake();
+  }
+
   /** Starts feeding: resolves once the server has said where the track ends. */
   async begin() {
     this.live = true;
+    this.doneSent = false;
     await spool.saveTrack(this).catch((error) => this.#spoolFailed(error));
     this.#wake();
     let timer;
@@ -89,6 +116,7 @@ export class TrackUplink extends EventTarget {
 
   /** Numbers a chunk of captured PCM, keeps it, and sends it if the socket is up. */
   push(pcm) {
+    this.doneSent = false;
     const chunk = { offset: this.nextOffset, pcm };
     this.nextOffset += pcm.byteLength;
     this.#enqueue(chunk);
@@ -96,11 +124,21 @@ export class TrackUplink extends EventTarget {
     if (this.state === 'connected') this.#send(chunk);
   }
 
-  /** No more capture: asks for an ack at once; the socket closes when all is acked. */
-  end() {
+  /**
+   * No more capture: asks for an ack at once; the socket closes when all is acked. With `done`
+   * the server is told, once it has every byte, that this track is complete (the host's Stop
+   * waits for that), reconnecting for it if need be.
+   */
+  end({ done = false } = {}) {
     this.live = false;
+    if (done) {
+      // Said already, and nothing captured since: once is enough.
+      if (!this.doneSent) this.#owesDone = true;
+      this.standby = false;
+    }
     if (this.state === 'connected') this.#socket.send(JSON.stringify({ type: 'flush' }));
     this.#settle();
+    this.#wake();
   }
 
   /** Resolves when every byte is acked, or when the track has reached an end. */
@@ -109,17 +147,38 @@ export class TrackUplink extends EventTarget {
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
+  /**
+   * A full track's audio that the server did not store (it stores up to `stored`, its
+   * `dataBytes`), in order, to go on in a new track; this track's spool forgets it (the new
+   * track keeps it from now on).
+   */
+  takeRest(stored = this.acked) {
+    const rest = [];
+    for (const { offset, pcm } of this.queue.splice(0)) {
+      if (offset + pcm.byteLength <= stored) continue;
+      rest.push(offset >= stored ? pcm : pcm.subarray(stored - offset));
+    }
+    this.queuedBytes = 0;
+    spool.replaceTrack(this.session, this.track, []).catch((error) => this.#spoolFailed(error));
+    return rest;
+  }
+
   /** The network is back: no need to wait out the backoff. */
   retryNow() {
     if (this.state === 'retrying' && this.retryAt > 0) this.#connect();
   }
 
   isOver() {
-    return this.state === 'finished' || this.state === 'failed';
+    return this.state === 'finished' || this.state === 'failed' || this.state === 'full';
   }
 
   wanted() {
-    return (this.live || this.queue.length > 0) && !this.isOver();
+    return (this.live || this.standby || this.#owesDone || this.queue.length > 0) && !this.isOver();
+  }
+
+  /** Bytes of it this browser holds that the server has not acked. */
+  unackedBytes() {
+    return this.queuedBytes;
   }
 
   unackedSeconds() {
@@ -149,9 +208,19 @@ export class TrackUplink extends EventTarget {
     this.#readyTimer = setTimeout(() => this.#sawReady || socket.close(), READY_TIMEOUT_MS);
   }
 
+  #sendBacklog() {
+    if (this.state !== 'connected') return;
+    this.#socket.send(JSON.stringify({ type: 'backlog', bytes: this.queuedBytes }));
+  }
+
   #onMessage(data) {
     if (typeof data !== 'string') return;
-    const message = JSON.parse(data);
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return;
+    }
     switch (message.type) {
       case 'ready':
         return this.#onReady(message.offset);
@@ -159,6 +228,11 @@ export class TrackUplink extends EventTarget {
         return this.#onAck(message.offset);
       case 'finished':
         this.#finishedByServer = true;
+        return;
+      case 'stop':
+        if (this.stopRequested) return;
+        this.stopRequested = true;
+        this.dispatchEvent(new CustomEvent('stop'));
         return;
       case 'error':
         console.warn(`track ${this.track}: server error`, message);
@@ -179,7 +253,11 @@ export class TrackUplink extends EventTarget {
     this.state = 'connected';
     this.reason = '';
     this.#onAck(stored); // ready.offset is on stable storage: as good as an ack
+    if (this.state !== 'connected') return; // settled and hung up: nothing was left to send
     for (const chunk of this.queue) this.#send(chunk);
+    this.#sendBacklog();
+    clearInterval(this.#backlogTimer);
+    this.#backlogTimer = setInterval(() => this.#sendBacklog(), BACKLOG_INTERVAL_MS);
   }
 
   /** Makes what we hold start exactly where the server's track ends, losing no audio. */
@@ -217,24 +295,36 @@ export class TrackUplink extends EventTarget {
     this.#settle();
   }
 
-  /** When nothing is left to send: wakes whoever waits, and hangs up if no source feeds us. */
+  /**
+   * When nothing is left to send: wakes whoever waits, says `done` if it is owed, and hangs up
+   * if no source feeds us and no one waits for a `stop`.
+   */
   #settle() {
     if (this.queue.length > 0) return;
     this.#drainWaiters.splice(0).forEach((resolve) => resolve());
-    if (!this.live && this.state === 'connected') {
-      const socket = this.#socket;
-      this.#socket = null;
-      this.state = 'idle';
-      socket.close(1000);
+    if (this.live || this.state !== 'connected') return;
+    if (this.#owesDone) {
+      this.#owesDone = false;
+      this.doneSent = true;
+      this.#socket.send(JSON.stringify({ type: 'done' }));
+      this.dispatchEvent(new CustomEvent('done'));
+    } else if (this.standby) {
+      return;
     }
+    const socket = this.#socket;
+    this.#socket = null;
+    clearInterval(this.#backlogTimer);
+    this.state = 'idle';
+    socket.close(1000);
   }
 
   #onClose(code) {
     clearTimeout(this.#readyTimer);
+    clearInterval(this.#backlogTimer);
     this.#socket = null;
     if (code === 1000 || this.#finishedByServer) return this.#end('finished', 'the session was finished');
-    if (code === 4413) return this.#end('failed', 'the track is full (12 hours)');
-    if (code === 4403) return this.#end('failed', 'the session was deleted');
+    if (code === 4413) return this.#end('full', 'the track is full (4 GiB, about 12 hours)');
+    if (code === 4403) return this.#end('failed', 'the invite was revoked or the session deleted');
     if (!this.wanted()) {
       this.state = 'idle';
       return;
@@ -260,6 +350,8 @@ export class TrackUplink extends EventTarget {
       }
     } catch (error) {
       if (error.status === 404) return this.#end('failed', 'the session was deleted');
+      // A guest's link that no longer works (revoked, or its session ended and forgotten).
+      if (error.status === 401 || error.status === 403) return this.#end('failed', 'this link no longer works');
     }
     this.#retryLater(reason);
   }

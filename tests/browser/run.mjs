@@ -5,13 +5,30 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { ARTIFACTS, Scope, withTimeout } from './lib/harness.mjs';
 import * as crashResume from './scenarios/crash-resume.mjs';
+import * as guestCrashAndStop from './scenarios/guest-crash-and-stop.mjs';
+import * as guestOffline from './scenarios/guest-offline.mjs';
+import * as guestScreenshots from './scenarios/guest-screenshots.mjs';
 import * as outageThenCrash from './scenarios/outage-then-crash.mjs';
+import * as rollover from './scenarios/rollover.mjs';
 import * as reloadMidRecording from './scenarios/reload-mid-recording.mjs';
 import * as screenshots from './scenarios/screenshots.mjs';
+import * as stuckAudioEngine from './scenarios/stuck-audio-engine.mjs';
 import * as serverRestart from './scenarios/server-restart.mjs';
 import * as twoTracksAndHistory from './scenarios/two-tracks-and-history.mjs';
 
-const SCENARIOS = [crashResume, outageThenCrash, reloadMidRecording, serverRestart, twoTracksAndHistory, screenshots];
+const SCENARIOS = [
+  crashResume,
+  outageThenCrash,
+  reloadMidRecording,
+  serverRestart,
+  twoTracksAndHistory,
+  screenshots,
+  guestCrashAndStop,
+  guestOffline,
+  guestScreenshots,
+  rollover,
+  stuckAudioEngine,
+];
 const SCENARIO_TIMEOUT_MS = 90_000;
 
 let current;

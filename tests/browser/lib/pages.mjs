@@ -3,7 +3,7 @@
 
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { tones, wavFile, parseWav } from './audio.mjs';
+import { parseWav, toneReport, tones, wavFile } from './audio.mjs';
 import { assert } from './harness.mjs';
 
 /** The fake microphone: 440 Hz and 880 Hz by turns, a second each (Chromium loops it). */
@@ -78,3 +78,71 @@ export async function downloadTrack(server, id, track) {
 
 /** A session element of the history page, found by its id. */
 export const sessionCard = (page, id) => page.locator(`[data-testid=session][data-session-id="${id}"]`);
+
+// ---- guests ----
+
+/** A fake microphone playing one steady tone, 10 s long: Chromium jumps where the file loops. */
+export async function writeTone(dir, hz) {
+  const file = path.join(dir, `tone-${hz}.wav`);
+  await writeFile(file, wavFile(tones([{ hz, seconds: 10 }]), 48_000));
+  return file;
+}
+
+/** Invites a guest from the recorder; returns the join URL the page shows. */
+export async function inviteGuest(page, name) {
+  const link = page.getByTestId('invite-link');
+  const before = await link.inputValue().catch(() => '');
+  await page.getByTestId('invite-name').fill(name);
+  await page.getByTestId('invite').click();
+  await waitForValue(link, (value) => value && value !== before, `the link of ${name}'s invite`);
+  const url = await link.inputValue();
+  assert(/^https?:\/\/[^/]+\/join\/[A-Za-z0-9_-]{22,}$/.test(url), `the invite link is an absolute join URL (${url})`);
+  return url;
+}
+
+async function waitForValue(locator, accept, what, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await locator.inputValue().catch(() => '');
+    if (accept(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** The roster's element for a track. */
+export const participant = (page, track) => page.locator(`[data-testid=participant][data-track="${track}"]`);
+
+export async function waitGuestState(page, state, timeout = 15_000) {
+  await page.getByTestId('guest-state').filter({ hasText: new RegExp(`^${state}$`) }).waitFor({ timeout });
+}
+
+/**
+ * Clicks Join on a guest page and waits until it records and streams: returns the test's
+ * clock at the click and once recording, the bounds of when the guest's audio began.
+ */
+export async function joinAsGuest(page) {
+  await waitGuestState(page, 'ready');
+  const clicked = performance.now();
+  await page.getByTestId('join').click();
+  await waitGuestState(page, 'recording');
+  await waitConnected(page);
+  return { clicked, recording: performance.now() };
+}
+
+/** The number of bytes the guest page numbered (every byte it captured into its track). */
+export async function guestOffset(page) {
+  return Number(await page.getByTestId('guest-state').getAttribute('data-offset'));
+}
+
+/** A recording holds one tone and nothing of the other: `{ seconds, counts }`. */
+export function assertOnlyTone(audio, hz, other, what) {
+  const report = toneReport(audio.samples, audio.sampleRate, [hz, other]);
+  const total = report.windows.length;
+  const odd = report.windows.flatMap((label, i) => (label === hz ? [] : [`${(i / 10).toFixed(1)}s:${label}`]));
+  const summary = `${JSON.stringify(report.counts)}${odd.length ? ` others at ${odd.slice(0, 12).join(' ')}` : ''}`;
+  assert(total > 0, `${what}: some audio`);
+  assert(report.counts[other] === 0, `${what} holds none of ${other} Hz: ${summary}`);
+  assert(report.counts[hz] >= total * 0.9, `${what} is ${hz} Hz throughout: ${summary}`);
+  return summary;
+}

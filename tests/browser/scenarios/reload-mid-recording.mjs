@@ -31,7 +31,7 @@ export async function run(scope) {
   await stopRecording(page);
   const mic = (await getSession(server, id)).tracks.find((t) => t.name === 'mic');
   assert(mic.dataBytes === (await pageOffset(page)), 'the server holds exactly the bytes the page numbered');
-  assert(mic.segments.at(-1).offset === kept, 'the new take starts where the track ended');
+  assert(mic.segments.at(-1).offset === kept, `the new take starts where the track ended (${kept}; segments ${JSON.stringify(mic.segments)})`);
   const audio = await downloadTrack(server, id, 'mic');
   const report = toneReport(audio.samples, audio.sampleRate);
   const tones = assertHoldsTones(report, 'the mic track');
