@@ -1,0 +1,215 @@
+// The scenarios that matter most, in Firefox ESR and WebKitGTK: a plain take, the browser killed
+// mid-take then resumed, a reload mid-take, and the server restarted twice while recording. They
+// assert what the Chromium scenarios assert (the server holds exactly the bytes the page numbered,
+// the WAV header matches its data, the take lasts as long as it was recorded), except the tones:
+// these browsers' fake microphones cannot play the test's WAV. Firefox's is a steady 1 kHz sine;
+// WebKit's mock device is a 150 Hz hum with a short beep every second. The recording must be
+// that sound throughout, with no silent stretch.
+
+import path from 'node:path';
+import { toneReport } from '../lib/audio.mjs';
+import { assert, freePort, getSession, sleep, startServer, trackOf, waitForStatus } from '../lib/harness.mjs';
+import { assertWithin, downloadTrack } from '../lib/pages.mjs';
+import { browserEnvironment, clearStaleLock, launchWebDriverBrowser } from '../lib/webdriver.mjs';
+
+const CONNECTION = '[data-testid=connection]';
+const trackRow = (name = 'mic') => `[data-testid=track][data-track="${name}"]`;
+
+/** What each fake microphone sounds like: its tone, and the least share of windows holding it. */
+const FAKE_MIC = {
+  firefox: { hz: 1000, share: 0.9 },
+  webkit: { hz: 150, share: 0.6 },
+};
+
+/** The recording is the browser's fake microphone throughout: its tone, never silence. */
+function assertFakeMic(kind, audio, what) {
+  const { hz, share } = FAKE_MIC[kind];
+  const report = toneReport(audio.samples, audio.sampleRate, [hz]);
+  const total = report.windows.length;
+  const summary = JSON.stringify(report.counts);
+  assert(total > 0, `${what}: some audio`);
+  assert(report.counts.silent === 0, `${what}: no silent stretch (${summary})`);
+  assert(report.counts[hz] >= total * share, `${what}: ${kind}'s fake microphone (${hz} Hz) in most of it (${summary})`);
+  return summary;
+}
+
+async function pageOffset(browser, track = 'mic') {
+  return Number(await browser.attr(trackRow(track), 'data-offset'));
+}
+
+async function startRecording(browser) {
+  await browser.click('[data-testid=start]');
+  await browser.waitText(CONNECTION, /^connected$/);
+  const id = await browser.text('[data-testid=session-id]');
+  assert(/^[0-9a-f-]{36}$/.test(id ?? ''), `the page shows a session id (${id})`);
+  return id;
+}
+
+/** As pages.mjs's timedTake: `{ id, min, max }` of the take, on the test's clock. */
+async function timedTake(browser, during) {
+  const clickedStart = performance.now();
+  const id = await startRecording(browser);
+  const connected = performance.now();
+  await during(id);
+  const beforeStop = performance.now();
+  await browser.click('[data-testid=stop]');
+  const afterStop = performance.now();
+  await browser.waitVisible('[data-testid=result]', 20_000);
+  // A WebDriver click returns a little later than Playwright's: its round trip is the slack.
+  return { id, min: (beforeStop - connected) / 1000, max: (afterStop - clickedStart) / 1000 + 0.25 };
+}
+
+async function assertNoPageErrors(browser) {
+  const errors = await browser.errors();
+  assert(errors.length === 0, `no script error on the page (${errors.join('; ')})`);
+}
+
+async function setUp(scope, kind, label) {
+  const dir = await scope.tempDir(`${kind}-${label}`);
+  const env = await browserEnvironment(scope, kind, dir);
+  const dataDir = path.join(dir, 'data');
+  const port = await freePort();
+  const server = await startServer(scope, { port, dataDir });
+  return { dir, env, dataDir, port, server, profile: path.join(dir, 'profile') };
+}
+
+async function record(scope, kind) {
+  const { env, server, profile } = await setUp(scope, kind, 'record');
+  const browser = await launchWebDriverBrowser(scope, { kind, env, profileDir: profile });
+  await browser.goto(`${server.url}/record`);
+  const take = await timedTake(browser, () => sleep(4_000));
+  const session = await getSession(server, take.id);
+  assert(session.status === 'completed', `the session is completed (${session.status})`);
+  const mic = session.tracks.find((t) => t.name === 'mic');
+  assert(mic.dataBytes === (await pageOffset(browser)), 'the server holds exactly the bytes the page numbered');
+  const seconds = mic.dataBytes / (mic.sampleRate * 2);
+  assertWithin(seconds, take, 'the mic track');
+  const audio = await downloadTrack(server, take.id, 'mic');
+  assert(audio.dataBytes === mic.dataBytes && audio.sampleRate === mic.sampleRate, 'the WAV header matches the track');
+  const sound = assertFakeMic(kind, audio, 'the mic track');
+  await assertNoPageErrors(browser);
+  return `${seconds.toFixed(2)} s at ${mic.sampleRate} Hz; ${sound}`;
+}
+
+async function crashThenResume(scope, kind) {
+  const { env, server, profile } = await setUp(scope, kind, 'crash');
+  const first = await launchWebDriverBrowser(scope, { kind, env, profileDir: profile, label: 'browser-1' });
+  await first.goto(`${server.url}/record`);
+  const clickedStart = performance.now();
+  const id = await startRecording(first);
+  await sleep(5_000);
+  const numberedBeforeCrash = await pageOffset(first);
+  await first.kill();
+  const firstTakeAtMost = (performance.now() - clickedStart) / 1000;
+  await waitForStatus(server, id, 'incomplete');
+  await clearStaleLock(profile);
+
+  const second = await launchWebDriverBrowser(scope, { kind, env, profileDir: profile, label: 'browser-2' });
+  await second.goto(server.url);
+  const bannerText = await second.waitText('[data-testid=recovery-banner]', /interrupted/);
+  assert(bannerText.includes('1 interrupted recording'), `the banner counts one interrupted session (${bannerText})`);
+  const card = `[data-testid=session][data-session-id="${id}"]`;
+  assert((await second.attr(card, 'data-status')) === 'incomplete', 'the session shows as incomplete');
+  await second.click(`[data-testid=recovery-banner] [data-testid=resume][href$="${id}"]`);
+  await second.waitText('[data-testid=session-id]', new RegExp(`^${id}$`));
+  assert((await second.url()).endsWith(`/record?session=${id}`), 'Resume opened the recorder on the session');
+  await second.waitText(CONNECTION, /^idle$/);
+  const mic = await trackOf(server, id, 'mic');
+  const byteRate = mic.sampleRate * 2;
+  const resumedFrom = mic.dataBytes;
+  // Firefox keeps its profile, so the page's spool survives the crash and nothing numbered is
+  // lost. MiniBrowser's automation sessions are ephemeral: what was not acked yet is gone.
+  const keptSpool = kind === 'firefox';
+  const leastKept = keptSpool ? numberedBeforeCrash / byteRate : 1;
+  assertWithin(resumedFrom / byteRate, { min: leastKept, max: firstTakeAtMost }, 'the first take');
+
+  const take = await timedTake(second, () => sleep(3_000));
+  const session = await getSession(server, id);
+  assert(session.status === 'completed', `the session is completed (${session.status})`);
+  const final = session.tracks.find((t) => t.name === 'mic');
+  assert(final.dataBytes === (await pageOffset(second)), 'the server holds exactly the bytes the page numbered');
+  assert(final.segments.at(-1).offset === resumedFrom, 'the second take was appended where the track ended');
+  assertWithin((final.dataBytes - resumedFrom) / byteRate, take, 'the second take');
+  const audio = await downloadTrack(server, id, 'mic');
+  assert(audio.dataBytes === final.dataBytes && audio.sampleRate === final.sampleRate, 'the WAV header matches the track');
+  const sound = assertFakeMic(kind, audio, 'the mic track');
+  await assertNoPageErrors(second);
+  const lost = numberedBeforeCrash - Math.min(numberedBeforeCrash, resumedFrom);
+  return `${(audio.dataBytes / byteRate).toFixed(2)} s; ${(lost / byteRate).toFixed(2)} s of the first take lost with the browser; ${sound}`;
+}
+
+async function reloadMidRecording(scope, kind) {
+  const { env, server, profile } = await setUp(scope, kind, 'reload');
+  const browser = await launchWebDriverBrowser(scope, { kind, env, profileDir: profile });
+  await browser.goto(`${server.url}/record`);
+  const id = await startRecording(browser);
+  await sleep(2_000);
+  const numbered = await pageOffset(browser);
+  await browser.reload();
+  assert((await browser.url()).endsWith(`/record?session=${id}`), `the reloaded page is on the session (${await browser.url()})`);
+  await browser.waitText('[data-testid=session-id]', new RegExp(`^${id}$`));
+  await browser.waitText(CONNECTION, /^idle$/);
+  const kept = (await trackOf(server, id, 'mic')).dataBytes;
+  assert(kept >= numbered, `everything numbered before the reload is on the server (${kept} >= ${numbered})`);
+
+  assert((await startRecording(browser)) === id, 'Continue records into the same session');
+  await sleep(1_000);
+  await browser.click('[data-testid=stop]');
+  await browser.waitVisible('[data-testid=result]', 20_000);
+  const mic = (await getSession(server, id)).tracks.find((t) => t.name === 'mic');
+  assert(mic.dataBytes === (await pageOffset(browser)), 'the server holds exactly the bytes the page numbered');
+  assert(mic.segments.at(-1).offset === kept, 'the new take starts where the track ended');
+  const audio = await downloadTrack(server, id, 'mic');
+  assert(audio.dataBytes === mic.dataBytes, 'the WAV header matches the track');
+  const sound = assertFakeMic(kind, audio, 'the mic track');
+  await assertNoPageErrors(browser);
+  return `${(mic.durationMs / 1000).toFixed(2)} s; ${sound}`;
+}
+
+async function serverRestarts(scope, kind) {
+  const setup = await setUp(scope, kind, 'restart');
+  const { env, port, dataDir, profile } = setup;
+  let server = setup.server;
+  const browser = await launchWebDriverBrowser(scope, { kind, env, profileDir: profile });
+  await browser.goto(`${server.url}/record`);
+  const restart = async (signal, label) => {
+    const ended = await server.signal(signal);
+    if (signal === 'SIGTERM') assert(ended.code === 0, `the server exits 0 on SIGTERM (${JSON.stringify(ended)})`);
+    await browser.waitText(CONNECTION, /^reconnecting in/, 5_000);
+    await sleep(500);
+    server = await startServer(scope, { port, dataDir, label });
+    await browser.waitText(CONNECTION, /^connected$/);
+  };
+  const take = await timedTake(browser, async () => {
+    await sleep(2_000);
+    await restart('SIGTERM', 'server-2');
+    await sleep(2_000);
+    await restart('SIGKILL', 'server-3');
+    await sleep(2_000);
+  });
+  const session = await getSession(server, take.id);
+  assert(session.status === 'completed', `the session is completed (${session.status})`);
+  const mic = session.tracks.find((t) => t.name === 'mic');
+  assert(mic.dataBytes === (await pageOffset(browser)), 'no gap, no duplicate: the server holds exactly the bytes the page numbered');
+  const offsets = mic.segments.map((segment) => segment.offset);
+  assert(offsets.length >= 3, `a segment per connection (${JSON.stringify(offsets)})`);
+  assert(offsets[0] === 0 && offsets.every((o, i) => i === 0 || o > offsets[i - 1]), `the reconnections continue the track (${offsets})`);
+  const seconds = mic.dataBytes / (mic.sampleRate * 2);
+  assertWithin(seconds, take, 'the mic track');
+  const audio = await downloadTrack(server, take.id, 'mic');
+  assert(audio.dataBytes === mic.dataBytes, 'the WAV header matches the track');
+  const sound = assertFakeMic(kind, audio, 'the mic track');
+  await assertNoPageErrors(browser);
+  return `${seconds.toFixed(2)} s in ${offsets.length} segments; ${sound}`;
+}
+
+/** The scenarios of one browser, named `KIND-...` as run.mjs lists them. */
+export function scenariosFor(kind) {
+  const of = (name, run) => ({ name: `${kind}-${name}`, browser: kind, run: (scope) => run(scope, kind) });
+  return [
+    of('record', record),
+    of('crash-then-resume', crashThenResume),
+    of('reload-mid-recording', reloadMidRecording),
+    of('server-restarts-while-recording', serverRestarts),
+  ];
+}
