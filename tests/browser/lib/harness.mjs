@@ -218,12 +218,13 @@ export async function trackOf(server, id, name) {
  * Chromium with a profile in `userDataDir` (reuse it to come back after a crash) and `wav` as
  * every fake microphone. Driven over CDP, so the test owns the process and can SIGKILL it.
  */
-export async function launchBrowser(scope, { userDataDir, wav, label = 'browser' }) {
+export async function launchBrowser(scope, { userDataDir, wav, label = 'browser', extraFlags = [] }) {
   await mkdir(scope.artifacts, { recursive: true });
   const portFile = path.join(userDataDir, 'DevToolsActivePort');
   await rm(portFile, { force: true }); // a killed browser leaves its old one behind
   const args = [
     ...CHROMIUM_FLAGS,
+    ...extraFlags,
     `--use-file-for-fake-audio-capture=${wav}`,
     `--user-data-dir=${userDataDir}`,
     '--remote-debugging-port=0',
