@@ -19,6 +19,7 @@ import { pageOffset, startRecording, stopRecording, writeTestTones } from '../br
 const WebSocket = createRequire(path.join(ROOT, 'tests/browser/package.json'))('ws');
 
 const NGINX = process.env.NGINX ?? '/usr/sbin/nginx';
+const CADDY = process.env.CADDY ?? '/usr/bin/caddy';
 const NAME = 'rec.example.test'; // the deployment's public name
 const OTHER_ORIGIN = 'https://studio.example.test'; // a second site the deployment allows
 const FOREIGN_NAME = 'rebound.example.net';
@@ -81,6 +82,43 @@ async function startNginx(scope, dir, upstreamPort) {
     { timeout: 10_000, what: 'nginx to proxy /healthz' },
   );
   return { ...nginx, url, port };
+}
+
+/** dist/Caddyfile with its `# test:` lines swapped: any name on a loopback port, plain HTTP. */
+async function caddyConfig(dir, listenPort, upstreamPort) {
+  const site = (await readFile(path.join(ROOT, 'dist/Caddyfile'), 'utf8'))
+    .split('\n')
+    .map((line) => {
+      const mark = line.match(/#\s*test:\s*(\w+)\s*$/)?.[1];
+      if (!mark) return line;
+      const indent = line.match(/^\s*/)[0];
+      if (mark === 'site') return `${indent}http://127.0.0.1:${listenPort}, http://:${listenPort} {`;
+      if (mark === 'upstream') return `${indent}reverse_proxy 127.0.0.1:${upstreamPort} {`;
+      throw new Error(`dist/Caddyfile: unknown test mark ${mark}`);
+    })
+    .join('\n');
+  const directives = site.split('\n').filter((line) => !line.trim().startsWith('#'));
+  assert(!directives.some((line) => /:8080|example\.org/.test(line)), 'every deployment-specific line of dist/Caddyfile is marked');
+  // No admin endpoint (it would bind :2019), no certificates, nothing kept outside the temp dir.
+  const file = path.join(dir, 'Caddyfile');
+  await writeFile(file, `{\n\tadmin off\n\tauto_https off\n}\n\n${site}`);
+  return file;
+}
+
+async function startCaddy(scope, dir, upstreamPort) {
+  const port = await freePort();
+  const config = await caddyConfig(dir, port, upstreamPort);
+  const env = { ...process.env, HOME: dir, XDG_CONFIG_HOME: path.join(dir, 'config'), XDG_DATA_HOME: path.join(dir, 'data') };
+  const caddy = startProcess(scope, CADDY, ['run', '--config', config, '--adapter', 'caddyfile'], scope.log('caddy.log'), { env });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(
+    async () => {
+      if (!caddy.alive()) throw new Error(`caddy exited; see ${scope.log('caddy.log')}`);
+      return (await fetch(`${url}/healthz`)).ok;
+    },
+    { timeout: 10_000, what: 'caddy to proxy /healthz' },
+  );
+  return { ...caddy, url, port };
 }
 
 /** A request with the headers a test chooses, `Host` included (fetch would not send ours). */
@@ -275,7 +313,11 @@ async function recorderPageThroughProxy(scope, { proxy, server, dir }) {
   return `${seconds.toFixed(2)} s through ${NAME}; tones ${tones}`;
 }
 
-const CHECKS = [hostAndOriginRules, recordThroughProxy, recorderPageThroughProxy];
+/** Each proxy and what is checked through it; the browser once, through nginx. */
+const PROXIES = [
+  { name: 'nginx', start: startNginx, checks: [hostAndOriginRules, recordThroughProxy, recorderPageThroughProxy] },
+  { name: 'caddy', start: startCaddy, checks: [hostAndOriginRules, recordThroughProxy] },
+];
 
 const scope = new Scope('proxy');
 for (const signal of ['SIGINT', 'SIGTERM']) {
@@ -294,22 +336,24 @@ try {
     dataDir: path.join(dir, 'data'),
     extraArgs: ['--allowed-host', NAME, '--allowed-origin', OTHER_ORIGIN],
   });
-  const nginxDir = path.join(dir, 'nginx');
-  await mkdir(nginxDir);
-  const proxy = await startNginx(scope, nginxDir, server.port);
-  // The API through the proxy, as the checks read sessions (an IP literal Host is always allowed).
-  const viaProxy = { ...server, url: proxy.url };
-  for (const check of CHECKS) {
-    const started = performance.now();
-    try {
-      const detail = await withTimeout(check(scope, { proxy, server: viaProxy, dir }), 60_000, check.name);
-      console.log(`ok   proxy-${check.name} (${((performance.now() - started) / 1000).toFixed(1)} s): ${detail}`);
-      passed += 1;
-    } catch (error) {
-      console.log(`FAIL proxy-${check.name}: ${error.stack ?? error}`);
-      console.log(`     logs: ${scope.artifacts}`);
-      await scope.keepEvidence();
-      failed += 1;
+  for (const { name, start, checks } of PROXIES) {
+    const proxyDir = path.join(dir, name);
+    await mkdir(proxyDir);
+    const proxy = await start(scope, proxyDir, server.port);
+    // The API through the proxy, as the checks read sessions (an IP literal Host is always allowed).
+    const viaProxy = { ...server, url: proxy.url };
+    for (const check of checks) {
+      const started = performance.now();
+      try {
+        const detail = await withTimeout(check(scope, { proxy, server: viaProxy, dir: proxyDir }), 60_000, check.name);
+        console.log(`ok   ${name}-${check.name} (${((performance.now() - started) / 1000).toFixed(1)} s): ${detail}`);
+        passed += 1;
+      } catch (error) {
+        console.log(`FAIL ${name}-${check.name}: ${error.stack ?? error}`);
+        console.log(`     logs: ${scope.artifacts}`);
+        await scope.keepEvidence();
+        failed += 1;
+      }
     }
   }
 } catch (error) {

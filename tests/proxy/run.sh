@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# safetake behind the real nginx (Debian's, installed when missing), configured by
-# dist/nginx.conf, on loopback: a WebSocket client and the recorder page in Chromium record
-# through it; the Host and Origin rules and a Range download are checked through it. The server
-# binary is not built here:
+# safetake behind the real nginx and Caddy (Debian's, installed when missing), configured by
+# dist/nginx.conf and dist/Caddyfile, on loopback: a WebSocket client records through each, and
+# the recorder page in Chromium through nginx; the Host and Origin rules and a Range download are
+# checked through each. The server binary is not built here:
 #   cargo build --release && tests/proxy/run.sh
-# SAFETAKE_BIN names another binary, NGINX another nginx. The last line is `N passed, M failed`.
+# SAFETAKE_BIN names another binary, NGINX and CADDY other proxies. The last line is `N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
 [[ -x "${NGINX:-/usr/sbin/nginx}" ]] || missing+=(nginx)
+[[ -x "${CADDY:-/usr/bin/caddy}" ]] || missing+=(caddy)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if (( ${#missing[@]} > 0 )); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian starts the packaged nginx on port 80 when it installs it; this test runs its own only.
 
 SAFETAKE_BIN="$(realpath -m "${SAFETAKE_BIN:-../../target/release/safetake}")"
 export SAFETAKE_BIN

@@ -210,8 +210,15 @@ export async function launchWebDriverBrowser(scope, { kind, env, profileDir, lab
     async waitVisible(selector, timeout = 15_000) {
       await waitFor(() => browser.visible(selector), { timeout, what: `${selector} to show` });
     },
-    /** A real click through the driver: the user gesture that lets an AudioContext start. */
+    /**
+     * A real click through the driver (the user gesture that lets an AudioContext start), once
+     * the element shows and is enabled, as Playwright waits; a disabled button would swallow it.
+     */
     async click(selector) {
+      await waitFor(
+        () => run('const e = document.querySelector(arguments[0]); return !!e && !e.disabled && e.getClientRects().length > 0;', selector),
+        { timeout: 10_000, what: `${selector} to be enabled` },
+      );
       const element = await withTimeout(driver.findElement(By.css(selector)), 10_000, `${selector} to exist`);
       await withTimeout(element.click(), 10_000, `a click on ${selector}`);
     },
