@@ -107,7 +107,8 @@ export async function browserEnvironment(scope, kind, dir) {
     env.MOZ_CRASHREPORTER_DISABLE = '1';
   } else {
     env.DISPLAY = await startXvfb(scope);
-    // No session bus here: keep GTK and WebKit from looking for one, and for a sandbox.
+    // No session bus for the accessibility bridge here; and in a container (root, maybe no
+    // user namespaces) WebKit's bubblewrap sandbox may not start: the page is the test's own.
     env.NO_AT_BRIDGE = '1';
     env.WEBKIT_DISABLE_SANDBOX_THIS_IS_DANGEROUS = '1';
   }

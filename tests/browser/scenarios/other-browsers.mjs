@@ -7,8 +7,8 @@
 // that sound throughout, with no silent stretch.
 
 import path from 'node:path';
-import { toneReport } from '../lib/audio.mjs';
-import { assert, freePort, getSession, sleep, startServer, trackOf, waitForStatus } from '../lib/harness.mjs';
+import { sineJumps, toneReport } from '../lib/audio.mjs';
+import { assert, freePort, getSession, sleep, startServer, trackOf, waitFor, waitForStatus } from '../lib/harness.mjs';
 import { assertWithin, downloadTrack } from '../lib/pages.mjs';
 import { browserEnvironment, clearStaleLock, launchWebDriverBrowser } from '../lib/webdriver.mjs';
 
@@ -21,8 +21,13 @@ const FAKE_MIC = {
   webkit: { hz: 150, share: 0.6 },
 };
 
-/** The recording is the browser's fake microphone throughout: its tone, never silence. */
-function assertFakeMic(kind, audio, what) {
+/**
+ * The recording is the browser's fake microphone throughout: its tone, never silence. Firefox's
+ * sine is steady, so it also shows where audio was dropped or doubled: a jump in the sine. The
+ * only jumps allowed are where a new take starts (`takeStarts`, byte offsets; a new capture
+ * starts the sine anew, though by chance in nearly the same phase, so no jump is required there).
+ */
+function assertFakeMic(kind, audio, what, takeStarts = []) {
   const { hz, share } = FAKE_MIC[kind];
   const report = toneReport(audio.samples, audio.sampleRate, [hz]);
   const total = report.windows.length;
@@ -30,16 +35,40 @@ function assertFakeMic(kind, audio, what) {
   assert(total > 0, `${what}: some audio`);
   assert(report.counts.silent === 0, `${what}: no silent stretch (${summary})`);
   assert(report.counts[hz] >= total * share, `${what}: ${kind}'s fake microphone (${hz} Hz) in most of it (${summary})`);
-  return summary;
+  if (kind !== 'firefox') return summary;
+  const jumps = sineJumps(audio.samples, hz, audio.sampleRate);
+  const starts = takeStarts.map((offset) => offset / 2);
+  const seconds = (list) => JSON.stringify(list.map((n) => Number((n / audio.sampleRate).toFixed(3))));
+  const explained = (n) => starts.some((start) => Math.abs(n - start) <= 3);
+  assert(
+    jumps.every(explained),
+    `${what}: the sine jumps only where a take starts (jumps at ${seconds(jumps)} s, takes start at ${seconds(starts)} s)`,
+  );
+  return `${summary}, the sine unbroken but at ${seconds(jumps)} s (takes start at ${seconds(starts)} s)`;
 }
+
+/**
+ * A take's bounds for `kind`. Under load, Firefox's audio thread renders less than real time
+ * (seen: 8.84 s of an unbroken sine for 9.07 s of recording, beside Chromium's scenarios): the
+ * sine check above proves nothing was dropped, so its lower bound gives 5 %.
+ */
+const boundsFor = (kind, take) => (kind === 'firefox' ? { ...take, min: take.min * 0.95 } : take);
 
 async function pageOffset(browser, track = 'mic') {
   return Number(await browser.attr(trackRow(track), 'data-offset'));
 }
 
+/**
+ * Clicks Start and waits until the page records: connected, and Stop enabled. After a reload
+ * "connected" alone can be the page's upload of what it kept, before the new take runs.
+ */
 async function startRecording(browser) {
   await browser.click('[data-testid=start]');
   await browser.waitText(CONNECTION, /^connected$/);
+  await waitFor(async () => (await browser.attr('[data-testid=stop]', 'disabled')) === null, {
+    timeout: 15_000,
+    what: 'Stop to be enabled (the take to run)',
+  });
   const id = await browser.text('[data-testid=session-id]');
   assert(/^[0-9a-f-]{36}$/.test(id ?? ''), `the page shows a session id (${id})`);
   return id;
@@ -83,7 +112,7 @@ async function record(scope, kind) {
   const mic = session.tracks.find((t) => t.name === 'mic');
   assert(mic.dataBytes === (await pageOffset(browser)), 'the server holds exactly the bytes the page numbered');
   const seconds = mic.dataBytes / (mic.sampleRate * 2);
-  assertWithin(seconds, take, 'the mic track');
+  assertWithin(seconds, boundsFor(kind, take), 'the mic track');
   const audio = await downloadTrack(server, take.id, 'mic');
   assert(audio.dataBytes === mic.dataBytes && audio.sampleRate === mic.sampleRate, 'the WAV header matches the track');
   const sound = assertFakeMic(kind, audio, 'the mic track');
@@ -129,10 +158,10 @@ async function crashThenResume(scope, kind) {
   const final = session.tracks.find((t) => t.name === 'mic');
   assert(final.dataBytes === (await pageOffset(second)), 'the server holds exactly the bytes the page numbered');
   assert(final.segments.at(-1).offset === resumedFrom, 'the second take was appended where the track ended');
-  assertWithin((final.dataBytes - resumedFrom) / byteRate, take, 'the second take');
+  assertWithin((final.dataBytes - resumedFrom) / byteRate, boundsFor(kind, take), 'the second take');
   const audio = await downloadTrack(server, id, 'mic');
   assert(audio.dataBytes === final.dataBytes && audio.sampleRate === final.sampleRate, 'the WAV header matches the track');
-  const sound = assertFakeMic(kind, audio, 'the mic track');
+  const sound = assertFakeMic(kind, audio, 'the mic track', [resumedFrom]);
   await assertNoPageErrors(second);
   const lost = numberedBeforeCrash - Math.min(numberedBeforeCrash, resumedFrom);
   return `${(audio.dataBytes / byteRate).toFixed(2)} s; ${(lost / byteRate).toFixed(2)} s of the first take lost with the browser; ${sound}`;
@@ -152,16 +181,18 @@ async function reloadMidRecording(scope, kind) {
   const kept = (await trackOf(server, id, 'mic')).dataBytes;
   assert(kept >= numbered, `everything numbered before the reload is on the server (${kept} >= ${numbered})`);
 
-  assert((await startRecording(browser)) === id, 'Continue records into the same session');
-  await sleep(1_000);
-  await browser.click('[data-testid=stop]');
-  await browser.waitVisible('[data-testid=result]', 20_000);
+  const take = await timedTake(browser, async (again) => {
+    assert(again === id, 'Continue records into the same session');
+    await sleep(1_500);
+  });
   const mic = (await getSession(server, id)).tracks.find((t) => t.name === 'mic');
   assert(mic.dataBytes === (await pageOffset(browser)), 'the server holds exactly the bytes the page numbered');
   assert(mic.segments.at(-1).offset === kept, 'the new take starts where the track ended');
+  // Beyond the Chromium scenario: the take after the reload lasts as long as it recorded.
+  assertWithin((mic.dataBytes - kept) / (mic.sampleRate * 2), boundsFor(kind, take), 'the take after the reload');
   const audio = await downloadTrack(server, id, 'mic');
   assert(audio.dataBytes === mic.dataBytes, 'the WAV header matches the track');
-  const sound = assertFakeMic(kind, audio, 'the mic track');
+  const sound = assertFakeMic(kind, audio, 'the mic track', [kept]);
   await assertNoPageErrors(browser);
   return `${(mic.durationMs / 1000).toFixed(2)} s; ${sound}`;
 }
@@ -195,7 +226,7 @@ async function serverRestarts(scope, kind) {
   assert(offsets.length >= 3, `a segment per connection (${JSON.stringify(offsets)})`);
   assert(offsets[0] === 0 && offsets.every((o, i) => i === 0 || o > offsets[i - 1]), `the reconnections continue the track (${offsets})`);
   const seconds = mic.dataBytes / (mic.sampleRate * 2);
-  assertWithin(seconds, take, 'the mic track');
+  assertWithin(seconds, boundsFor(kind, take), 'the mic track');
   const audio = await downloadTrack(server, take.id, 'mic');
   assert(audio.dataBytes === mic.dataBytes, 'the WAV header matches the track');
   const sound = assertFakeMic(kind, audio, 'the mic track');
