@@ -230,7 +230,9 @@ export async function launchBrowser(scope, { userDataDir, wav, label = 'browser'
     '--remote-debugging-port=0',
     'about:blank',
   ];
-  const proc = startProcess(scope, CHROMIUM, args, scope.log(`${label}.log`));
+  // Its sockets and temp files beside the profile, removed with it (a killed Chromium leaves them).
+  const env = { ...process.env, TMPDIR: path.dirname(userDataDir) };
+  const proc = startProcess(scope, CHROMIUM, args, scope.log(`${label}.log`), { env });
   const [port, wsPath] = await waitFor(
     async () => {
       if (!proc.alive()) throw new Error(`chromium exited; see ${scope.log(`${label}.log`)}`);

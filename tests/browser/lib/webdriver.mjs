@@ -100,7 +100,17 @@ async function startXvfb(scope) {
 
 /** The environment of a browser of this kind, started once per scenario and kept for a relaunch. */
 export async function browserEnvironment(scope, kind, dir) {
-  const env = { ...process.env };
+  // Caches, settings and sockets in the scenario's temp dir, not the machine's home or /tmp.
+  const env = {
+    ...process.env,
+    HOME: dir,
+    TMPDIR: dir,
+    XDG_CACHE_HOME: path.join(dir, 'cache'),
+    XDG_CONFIG_HOME: path.join(dir, 'config'),
+    XDG_DATA_HOME: path.join(dir, 'share'),
+    XDG_RUNTIME_DIR: path.join(dir, 'runtime'),
+  };
+  await mkdir(env.XDG_RUNTIME_DIR, { recursive: true, mode: 0o700 });
   if (kind === 'firefox') {
     // FIREFOX_NO_AUDIO_OUTPUT=1 leaves Firefox without any output device (the defect of issue 12).
     env.PULSE_SERVER = process.env.FIREFOX_NO_AUDIO_OUTPUT === '1' ? `unix:${path.join(dir, 'no-pulse')}` : await startPulse(scope, dir);
