@@ -5,6 +5,8 @@
 // the scenarios whose names contain one of the NAMEs.
 
 import { mkdir, rm } from 'node:fs/promises';
+import { WEBDRIVER_BROWSERS } from './lib/webdriver.mjs';
+import { scenariosFor } from './scenarios/other-browsers.mjs';
 import { ARTIFACTS, Scope, withTimeout } from './lib/harness.mjs';
 import * as crashResume from './scenarios/crash-resume.mjs';
 import * as outageThenCrash from './scenarios/outage-then-crash.mjs';
@@ -12,10 +14,8 @@ import * as reloadMidRecording from './scenarios/reload-mid-recording.mjs';
 import * as screenshots from './scenarios/screenshots.mjs';
 import * as serverRestart from './scenarios/server-restart.mjs';
 import * as twoTracksAndHistory from './scenarios/two-tracks-and-history.mjs';
-import { scenariosFor } from './scenarios/other-browsers.mjs';
-import { WEBDRIVER_BROWSERS } from './lib/webdriver.mjs';
 
-const CHROMIUM_SCENARIOS = [crashResume, outageThenCrash, reloadMidRecording, serverRestart, twoTracksAndHistory, screenshots];
+const SCENARIOS = [crashResume, outageThenCrash, reloadMidRecording, serverRestart, twoTracksAndHistory, screenshots];
 const SCENARIO_TIMEOUT_MS = 90_000;
 
 const browsers = (process.env.BROWSERS ?? 'chromium firefox webkit').split(/[\s,]+/).filter(Boolean);
@@ -61,7 +61,7 @@ async function runOne(scenario) {
 const filters = process.argv.slice(2);
 const chosen = (list) => list.filter((s) => filters.length === 0 || filters.some((f) => s.name.includes(f)));
 const groups = browsers
-  .map((browser) => chosen(browser === 'chromium' ? CHROMIUM_SCENARIOS : scenariosFor(browser)))
+  .map((browser) => chosen(browser === 'chromium' ? SCENARIOS : scenariosFor(browser)))
   .filter((group) => group.length > 0);
 await rm(ARTIFACTS, { recursive: true, force: true });
 let passed = 0;

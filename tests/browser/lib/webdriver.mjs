@@ -98,8 +98,11 @@ async function startXvfb(scope) {
   return display;
 }
 
-/** The environment of a browser of this kind, started once per scenario and kept for a relaunch. */
-export async function browserEnvironment(scope, kind, dir) {
+/**
+ * The environment of a browser of this kind, started once per scenario and kept for a relaunch.
+ * `audioOutput: false` leaves Firefox without any output device (the defect of issue 12).
+ */
+export async function browserEnvironment(scope, kind, dir, { audioOutput = true } = {}) {
   // Caches, settings and sockets in the scenario's temp dir, not the machine's home or /tmp.
   const env = {
     ...process.env,
@@ -112,8 +115,7 @@ export async function browserEnvironment(scope, kind, dir) {
   };
   await mkdir(env.XDG_RUNTIME_DIR, { recursive: true, mode: 0o700 });
   if (kind === 'firefox') {
-    // FIREFOX_NO_AUDIO_OUTPUT=1 leaves Firefox without any output device (the defect of issue 12).
-    env.PULSE_SERVER = process.env.FIREFOX_NO_AUDIO_OUTPUT === '1' ? `unix:${path.join(dir, 'no-pulse')}` : await startPulse(scope, dir);
+    env.PULSE_SERVER = audioOutput ? await startPulse(scope, dir) : `unix:${path.join(dir, 'no-pulse-here')}`;
     env.MOZ_CRASHREPORTER_DISABLE = '1';
   } else {
     env.DISPLAY = await startXvfb(scope);

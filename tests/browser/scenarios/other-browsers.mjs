@@ -8,7 +8,7 @@
 
 import path from 'node:path';
 import { sineJumps, toneReport } from '../lib/audio.mjs';
-import { assert, freePort, getSession, sleep, startServer, trackOf, waitFor, waitForStatus } from '../lib/harness.mjs';
+import { api, assert, freePort, getSession, sleep, startServer, trackOf, waitFor, waitForStatus } from '../lib/harness.mjs';
 import { assertWithin, downloadTrack } from '../lib/pages.mjs';
 import { browserEnvironment, clearStaleLock, launchWebDriverBrowser } from '../lib/webdriver.mjs';
 
@@ -93,9 +93,9 @@ async function assertNoPageErrors(browser) {
   assert(errors.length === 0, `no script error on the page (${errors.join('; ')})`);
 }
 
-async function setUp(scope, kind, label) {
+async function setUp(scope, kind, label, options) {
   const dir = await scope.tempDir(`${kind}-${label}`);
-  const env = await browserEnvironment(scope, kind, dir);
+  const env = await browserEnvironment(scope, kind, dir, options);
   const dataDir = path.join(dir, 'data');
   const port = await freePort();
   const server = await startServer(scope, { port, dataDir });
@@ -234,6 +234,34 @@ async function serverRestarts(scope, kind) {
   return `${seconds.toFixed(2)} s in ${offsets.length} segments; ${sound}`;
 }
 
+/**
+ * The defect of issue 12, in a real Firefox with no audio output device at all (no PulseAudio):
+ * `AudioContext.resume()` never settles. Start must not hang at "Starting…": within seconds the
+ * page says why recording cannot start, Start can be pressed again, and no empty session is
+ * left behind (the Chromium scenario stuck-audio-engine stages the same by a script).
+ */
+async function noAudioOutput(scope, kind) {
+  const { env, server, profile } = await setUp(scope, kind, 'no-output', { audioOutput: false });
+  const browser = await launchWebDriverBrowser(scope, { kind, env, profileDir: profile });
+  await browser.goto(`${server.url}/record`);
+  const clicked = performance.now();
+  await browser.click('[data-testid=start]');
+  let text;
+  try {
+    text = await waitFor(() => browser.text('#message[data-kind=error]'), { timeout: 15_000, what: 'an error message' });
+  } catch (error) {
+    const start = await browser.text('[data-testid=start]');
+    throw new Error(`${error.message}; Start reads ${JSON.stringify(start)}, connection ${JSON.stringify(await browser.text(CONNECTION))}`);
+  }
+  const took = (performance.now() - clicked) / 1000;
+  assert(/audio/i.test(text), `the page says the audio engine did not start (${text})`);
+  assert((await browser.attr('[data-testid=start]', 'disabled')) === null, 'Start can be pressed again');
+  const { total } = await api(server, 'GET', '/api/sessions');
+  assert(total === 0, `no session was created (${total})`);
+  await assertNoPageErrors(browser);
+  return `said why after ${took.toFixed(1)} s: "${text}"`;
+}
+
 /** The scenarios of one browser, named `KIND-...` as run.mjs lists them. */
 export function scenariosFor(kind) {
   const of = (name, run) => ({ name: `${kind}-${name}`, browser: kind, run: (scope) => run(scope, kind) });
@@ -242,5 +270,6 @@ export function scenariosFor(kind) {
     of('crash-then-resume', crashThenResume),
     of('reload-mid-recording', reloadMidRecording),
     of('server-restarts-while-recording', serverRestarts),
+    ...(kind === 'firefox' ? [of('no-audio-output-says-why', noAudioOutput)] : []),
   ];
 }
