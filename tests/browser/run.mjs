@@ -45,6 +45,10 @@ async function runOne(scenario) {
   await mkdir(scope.artifacts, { recursive: true });
   try {
     const detail = await withTimeout(scenario.run(scope), scenario.timeoutMs ?? SCENARIO_TIMEOUT_MS, scenario.name);
+    if (detail?.skipped) {
+      console.log(`skip ${scenario.name}: ${detail.skipped}`);
+      return null;
+    }
     console.log(`ok   ${scenario.name} (${took()})${detail ? `: ${detail}` : ''}`);
     return true;
   } catch (error) {
@@ -70,8 +74,9 @@ const queue = [...groups];
 async function worker() {
   for (let group = queue.shift(); group; group = queue.shift()) {
     for (const scenario of group) {
-      if (await runOne(scenario)) passed += 1;
-      else failed += 1;
+      const outcome = await runOne(scenario);
+      if (outcome) passed += 1;
+      else if (outcome === false) failed += 1;
     }
   }
 }

@@ -262,6 +262,55 @@ async function noAudioOutput(scope, kind) {
   return `said why after ${took.toFixed(1)} s: "${text}"`;
 }
 
+/**
+ * A guest joins from an invite link in this browser, records, and the host's stop-for-everyone
+ * (the API, as the host's recorder calls it) stops the page, which sends the rest and says so;
+ * the session completes by itself. Skipped while the build has no guest page script.
+ */
+async function guestJoinsAndStops(scope, kind) {
+  const { env, server, profile } = await setUp(scope, kind, 'guest');
+  if ((await fetch(`${server.url}/static/join.js`)).status === 404) return { skipped: 'this build has no guest page (static/join.js)' };
+  const { id } = await api(server, 'POST', '/api/sessions', { title: 'Guest in another browser' });
+  const invite = await api(server, 'POST', `/api/session/${id}/invites`, { track: 'sam', name: 'Sam' });
+  const browser = await launchWebDriverBrowser(scope, { kind, env, profileDir: profile });
+  await browser.goto(invite.url);
+  const state = '[data-testid=guest-state]';
+  await browser.waitText(state, /^ready$/);
+  const clicked = performance.now();
+  await browser.click('[data-testid=join]');
+  await browser.waitText(state, /^recording$/);
+  await browser.waitText(CONNECTION, /^connected$/);
+  const connected = performance.now();
+  await sleep(3_000);
+  const stopAsked = performance.now();
+  await api(server, 'POST', `/api/session/${id}/stop`);
+  await browser.waitText(state, /^saved$/, 20_000);
+  const stopSeen = performance.now();
+  await waitForStatus(server, id, 'completed');
+  const sam = await trackOf(server, id, 'sam');
+  assert(sam.done, 'the guest page said it sent everything (done)');
+  // The guest page redraws its counters every 200 ms: its count settles a moment after "saved".
+  let numbered;
+  await waitFor(
+    async () => {
+      numbered = Number(await browser.attr(state, 'data-offset'));
+      return numbered === sam.dataBytes;
+    },
+    { timeout: 2_000, what: 'the guest page to have numbered exactly the bytes the server holds' },
+  ).catch((error) => {
+    throw new Error(`${error.message} (page ${numbered}, server ${sam.dataBytes})`);
+  });
+  const seconds = sam.dataBytes / (sam.sampleRate * 2);
+  // From "connected" to the stop request at least; from the click to the page's "saved" at most.
+  const take = { min: (stopAsked - connected) / 1000, max: (stopSeen - clicked) / 1000 };
+  assertWithin(seconds, boundsFor(kind, take), "the guest's track");
+  const audio = await downloadTrack(server, id, 'sam');
+  assert(audio.dataBytes === sam.dataBytes && audio.sampleRate === sam.sampleRate, 'the WAV header matches the track');
+  const sound = assertFakeMic(kind, audio, "the guest's track");
+  await assertNoPageErrors(browser);
+  return `${seconds.toFixed(2)} s; ${sound}`;
+}
+
 /** The scenarios of one browser, named `KIND-...` as run.mjs lists them. */
 export function scenariosFor(kind) {
   const of = (name, run) => ({ name: `${kind}-${name}`, browser: kind, run: (scope) => run(scope, kind) });
@@ -270,6 +319,7 @@ export function scenariosFor(kind) {
     of('crash-then-resume', crashThenResume),
     of('reload-mid-recording', reloadMidRecording),
     of('server-restarts-while-recording', serverRestarts),
+    of('guest-joins-and-stops', guestJoinsAndStops),
     ...(kind === 'firefox' ? [of('no-audio-output-says-why', noAudioOutput)] : []),
   ];
 }
