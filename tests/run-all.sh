@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of safetake on a fresh machine: installs what the tests need (Chromium and
-# Node.js from Debian's packages, cargo-fuzz from crates.io), checks formatting and lints,
-# builds the release binary, and runs every suite. The last line sums them up.
+# Runs every test of safetake on a fresh machine: installs what the tests need (Chromium, Firefox
+# ESR, WebKitGTK's WebDriver, Xvfb, PulseAudio, nginx, Caddy and Node.js from Debian's packages,
+# cargo-fuzz and geckodriver from crates.io), checks formatting and lints, builds the release
+# binary, and runs every suite. The last line sums them up.
 # Usage: bash tests/run-all.sh        (the README's test command; .ci/run calls it)
 #        FUZZ_SECONDS=300 bash tests/run-all.sh   (a longer fuzz run)
 set -euo pipefail
@@ -20,6 +21,21 @@ if ! command -v mount >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mount >/dev/null
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# The browsers and the proxy: Debian's packages, each skipped when present (the suites' own
+# scripts check the same files, so each also runs alone).
+missing=()
+for need in /usr/bin/chromium:chromium /usr/bin/firefox-esr:firefox-esr /usr/bin/pulseaudio:pulseaudio \
+    /usr/bin/WebKitWebDriver:webkit2gtk-driver /usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser:libwebkit2gtk-4.1-0 \
+    /usr/bin/Xvfb:xvfb /usr/sbin/nginx:nginx /usr/bin/caddy:caddy; do
+    [[ -e "${need%%:*}" ]] || missing+=("${need#*:}")
+done
+if (( ${#missing[@]} > 0 )); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v geckodriver >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" ]]; then
+    cargo install geckodriver --version 0.37.1 --locked --quiet
+fi
 cargo --version && node --version
 
 step "format and lints"
@@ -36,12 +52,29 @@ cargo test --release --workspace --locked 2>&1 | tee "$log/cargo.txt"
 step "fuzzing: frame decoder and WAV repair"
 bash tests/fuzz.sh
 
-step "browser tests: recorder and history pages in headless Chromium"
-bash tests/browser/run.sh 2>&1 | tee "$log/browser.txt"
+step "browser tests: recorder and history pages in Chromium, Firefox ESR and WebKitGTK"
+# Two browsers side by side (nothing else runs meanwhile): Chromium's scenarios beside Firefox's,
+# then WebKit's.
+BROWSERS="chromium firefox webkit" BROWSER_JOBS=2 bash tests/browser/run.sh 2>&1 | tee "$log/browser.txt" || true
 
+step "reverse proxy: the server behind nginx and Caddy (dist/nginx.conf, dist/Caddyfile)"
+bash tests/proxy/run.sh 2>&1 | tee "$log/proxy.txt" || true
+
+# A suite's last line is its tally; one that died before printing it counts as one failure.
+tally() { # FILE WORD
+    local line
+    line="$(tail -n 1 "$1")"
+    if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        [[ "$2" == passed ]] && echo "${BASH_REMATCH[1]}" || echo "${BASH_REMATCH[2]}"
+    else
+        [[ "$2" == passed ]] && echo 0 || echo 1
+    fi
+}
 passed=$(( $(grep -o '[0-9]* passed' "$log/cargo.txt" | awk '{s+=$1} END {print s+0}') \
-         + $(tail -n 1 "$log/browser.txt" | grep -o '[0-9]* passed' | awk '{print $1+0}') ))
+         + $(tally "$log/browser.txt" passed) + $(tally "$log/proxy.txt" passed) ))
 failed=$(( $(grep -o '[0-9]* failed' "$log/cargo.txt" | awk '{s+=$1} END {print s+0}') \
-         + $(tail -n 1 "$log/browser.txt" | grep -o '[0-9]* failed' | awk '{print $1+0}') ))
+         + $(tally "$log/browser.txt" failed) + $(tally "$log/proxy.txt" failed) ))
 echo
 echo "${passed} passed, ${failed} failed"
+# The browser and proxy suites run to the end even when one fails; their failures fail the run.
+(( failed == 0 ))

@@ -1,8 +1,12 @@
-// Runs the browser scenarios one after the other, each with its own server, browser and temp
-// directories, each bounded in time; prints `N passed, M failed` last. `node run.mjs NAME...`
-// runs only the scenarios whose names contain one of the NAMEs.
+// Runs the browser scenarios, each with its own server, browser and temp directories, each
+// bounded in time; prints `N passed, M failed` last. BROWSERS (default `chromium firefox webkit`)
+// chooses the browsers; each browser's scenarios run one after the other, and with
+// BROWSER_JOBS=2 or more that many browsers run side by side. `node run.mjs NAME...` runs only
+// the scenarios whose names contain one of the NAMEs.
 
 import { mkdir, rm } from 'node:fs/promises';
+import { WEBDRIVER_BROWSERS } from './lib/webdriver.mjs';
+import { scenariosFor } from './scenarios/other-browsers.mjs';
 import { ARTIFACTS, Scope, withTimeout } from './lib/harness.mjs';
 import * as crashResume from './scenarios/crash-resume.mjs';
 import * as guestCrashAndStop from './scenarios/guest-crash-and-stop.mjs';
@@ -31,23 +35,37 @@ const SCENARIOS = [
 ];
 const SCENARIO_TIMEOUT_MS = 90_000;
 
-let current;
-// Interrupted: still clean up what the running scenario started.
+const browsers = (process.env.BROWSERS ?? 'chromium firefox webkit').split(/[\s,]+/).filter(Boolean);
+for (const browser of browsers) {
+  if (browser !== 'chromium' && !WEBDRIVER_BROWSERS.includes(browser)) {
+    console.log(`unknown browser in BROWSERS: ${browser} (chromium, firefox, webkit)`);
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
+}
+const jobs = Math.max(1, Number(process.env.BROWSER_JOBS ?? 1) || 1);
+
+const running = new Set();
+// Interrupted: still clean up what the running scenarios started.
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, async () => {
-    await current?.close();
+    await Promise.all([...running].map((scope) => scope.close()));
     process.exit(130);
   });
 }
 
 async function runOne(scenario) {
   const scope = new Scope(scenario.name);
-  current = scope;
+  running.add(scope);
   const started = performance.now();
   const took = () => `${((performance.now() - started) / 1000).toFixed(1)} s`;
   await mkdir(scope.artifacts, { recursive: true });
   try {
     const detail = await withTimeout(scenario.run(scope), scenario.timeoutMs ?? SCENARIO_TIMEOUT_MS, scenario.name);
+    if (detail?.skipped) {
+      console.log(`skip ${scenario.name}: ${detail.skipped}`);
+      return null;
+    }
     console.log(`ok   ${scenario.name} (${took()})${detail ? `: ${detail}` : ''}`);
     return true;
   } catch (error) {
@@ -57,18 +75,29 @@ async function runOne(scenario) {
     return false;
   } finally {
     await scope.close();
-    current = undefined;
+    running.delete(scope);
   }
 }
 
 const filters = process.argv.slice(2);
-const chosen = SCENARIOS.filter((s) => filters.length === 0 || filters.some((f) => s.name.includes(f)));
+const chosen = (list) => list.filter((s) => filters.length === 0 || filters.some((f) => s.name.includes(f)));
+const groups = browsers
+  .map((browser) => chosen(browser === 'chromium' ? SCENARIOS : scenariosFor(browser)))
+  .filter((group) => group.length > 0);
 await rm(ARTIFACTS, { recursive: true, force: true });
 let passed = 0;
 let failed = 0;
-for (const scenario of chosen) {
-  if (await runOne(scenario)) passed += 1;
-  else failed += 1;
+const queue = [...groups];
+async function worker() {
+  for (let group = queue.shift(); group; group = queue.shift()) {
+    for (const scenario of group) {
+      const outcome = await runOne(scenario);
+      if (outcome) passed += 1;
+      else if (outcome === false) failed += 1;
+    }
+  }
 }
+await Promise.all(Array.from({ length: Math.min(jobs, groups.length) }, worker));
+const total = passed + failed;
 console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed > 0 || chosen.length === 0 ? 1 : 0);
+process.exit(failed > 0 || total === 0 ? 1 : 0);

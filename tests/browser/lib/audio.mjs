@@ -113,3 +113,21 @@ export function assertHoldsTones(report, what) {
   if (other > total * 0.2) throw new Error(`${what}: too much that is not a test tone: ${summary}`);
   return summary;
 }
+
+/**
+ * Where a steady sine at `hz` jumps: the sample indices at which a sample departs from what the
+ * two before it predict (a pure sine obeys s[n] = 2 cos(w) s[n-1] - s[n-2]) by more than a tenth
+ * of the tone's peak, one index per jump. Audio dropped or repeated between two chunks shows as
+ * a jump; audio the browser never produced (a late audio thread) does not.
+ */
+export function sineJumps(samples, hz, sampleRate) {
+  const coefficient = 2 * Math.cos((2 * Math.PI * hz) / sampleRate);
+  let peak = 0;
+  for (const sample of samples) peak = Math.max(peak, Math.abs(sample));
+  const jumps = [];
+  for (let n = 2; n < samples.length; n++) {
+    const residual = samples[n] - coefficient * samples[n - 1] + samples[n - 2];
+    if (Math.abs(residual) > peak * 0.1 && (jumps.length === 0 || n - jumps.at(-1) > 2)) jumps.push(n);
+  }
+  return jumps;
+}

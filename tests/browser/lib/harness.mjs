@@ -125,10 +125,12 @@ export class Scope {
 
 /**
  * Starts a command as the leader of its own process group (a browser's helpers join it),
- * its output appended to `logFile`. The scope kills the group when it closes.
+ * its output appended to `logFile` (`extraPipe` opens fd 3 as `child.stdio[3]`, for Xvfb's
+ * `-displayfd`). The scope kills the group when it closes.
  */
-function startProcess(scope, command, args, logFile) {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+export function startProcess(scope, command, args, logFile, { env, extraPipe = false } = {}) {
+  const stdio = ['ignore', 'pipe', 'pipe', ...(extraPipe ? ['pipe'] : [])];
+  const child = spawn(command, args, { stdio, detached: true, env: env ?? process.env });
   const log = createWriteStream(logFile, { flags: 'a' });
   child.stdout.pipe(log);
   child.stderr.pipe(log);
@@ -171,10 +173,10 @@ async function reapGroup(pgid) {
 }
 
 /** The server binary on 127.0.0.1:`port`, answering /healthz; `restart` reuses port and data. */
-export async function startServer(scope, { port, dataDir, label = 'server' }) {
+export async function startServer(scope, { port, dataDir, label = 'server', extraArgs = [] }) {
   await mkdir(scope.artifacts, { recursive: true });
   const url = `http://127.0.0.1:${port}`;
-  const args = ['--bind', `127.0.0.1:${port}`, '--data-dir', dataDir, ...SERVER_FLAGS];
+  const args = ['--bind', `127.0.0.1:${port}`, '--data-dir', dataDir, ...SERVER_FLAGS, ...extraArgs];
   const server = startProcess(scope, SERVER_BIN, args, scope.log(`${label}.log`));
   await waitFor(
     async () => {
@@ -216,18 +218,21 @@ export async function trackOf(server, id, name) {
  * Chromium with a profile in `userDataDir` (reuse it to come back after a crash) and `wav` as
  * every fake microphone. Driven over CDP, so the test owns the process and can SIGKILL it.
  */
-export async function launchBrowser(scope, { userDataDir, wav, label = 'browser' }) {
+export async function launchBrowser(scope, { userDataDir, wav, label = 'browser', extraFlags = [] }) {
   await mkdir(scope.artifacts, { recursive: true });
   const portFile = path.join(userDataDir, 'DevToolsActivePort');
   await rm(portFile, { force: true }); // a killed browser leaves its old one behind
   const args = [
     ...CHROMIUM_FLAGS,
+    ...extraFlags,
     `--use-file-for-fake-audio-capture=${wav}`,
     `--user-data-dir=${userDataDir}`,
     '--remote-debugging-port=0',
     'about:blank',
   ];
-  const proc = startProcess(scope, CHROMIUM, args, scope.log(`${label}.log`));
+  // Its sockets and temp files beside the profile, removed with it (a killed Chromium leaves them).
+  const env = { ...process.env, TMPDIR: path.dirname(userDataDir) };
+  const proc = startProcess(scope, CHROMIUM, args, scope.log(`${label}.log`), { env });
   const [port, wsPath] = await waitFor(
     async () => {
       if (!proc.alive()) throw new Error(`chromium exited; see ${scope.log(`${label}.log`)}`);
