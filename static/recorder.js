@@ -359,54 +359,71 @@ async function uploadKept(id) {
   if (seconds > 0) say(`Uploading ${seconds.toFixed(1)} s of audio this browser kept…`);
 }
 
-/** Lists the interrupted sessions, and those this browser still holds audio of. */
+/**
+ * The server renders the interrupted sessions into the banner (the same markup as the history
+ * page); this adds what only this browser knows: how much audio it still holds of each, and the
+ * sessions it holds audio of that are not interrupted yet, from the banner's item template.
+ */
 async function offerRecovery() {
-  const [listed, kept] = await Promise.all([
-    api.listSessions('incomplete').then((page) => page.sessions, () => []),
-    spool.keptSeconds().catch(() => new Map()),
-  ]);
-  const sessions = new Map(listed.map((session) => [session.id, session]));
-  for (const id of kept.keys()) {
-    if (sessions.has(id)) continue;
-    // undefined: the server could not be asked; null: it has no such session.
-    const session = await api.getSession(id).catch((error) => (error.status === 404 ? null : undefined));
-    if (session === null || session?.status === 'completed') {
-      // The server takes no more audio for it: nothing is left to do with the copy.
-      await spool.forgetSession(id).catch(() => {});
-    } else if (session) {
-      sessions.set(id, session);
+  const kept = await spool.keptSeconds().catch(() => new Map());
+  for (const [id, seconds] of kept) {
+    let item = recoveryItemOf(id);
+    if (!item) {
+      // undefined: the server could not be asked; null: it has no such session.
+      const session = await api.getSession(id).catch((error) => (error.status === 404 ? null : undefined));
+      if (session === null || session?.status === 'completed') {
+        // The server takes no more audio for it: nothing is left to do with the copy.
+        await spool.forgetSession(id).catch(() => {});
+        continue;
+      }
+      if (!session) continue;
+      item = newRecoveryItem(session);
+    }
+    if (seconds > 0) {
+      const note = item.querySelector('.recovery-kept');
+      note.textContent = `${seconds.toFixed(1)} s kept in this browser: Resume uploads what the server lacks`;
+      note.hidden = false;
     }
   }
-  ui.recoveryList.replaceChildren(...[...sessions.values()].map((s) => recoveryItem(s, kept.get(s.id) ?? 0)));
-  ui.recovery.hidden = sessions.size === 0;
+  const count = ui.recoveryList.children.length;
+  ui.recovery.querySelector('h2').textContent = `${count} interrupted recording${count === 1 ? '' : 's'}`;
+  for (const time of ui.recoveryList.querySelectorAll('time[datetime]')) {
+    if (time.dateTime) time.textContent = localTime(time.dateTime);
+  }
+  ui.recovery.hidden = ui.recoveryList.children.length === 0;
 }
 
-function recoveryItem(session, keptSeconds) {
-  const item = element('li', {}, [
-    element('span', { className: 'recovery-title', textContent: session.title }),
-    ' ',
-    element('span', { className: 'muted', textContent: `${session.status}, last heard ${localTime(session.lastHeartbeat)}` }),
-  ]);
-  if (keptSeconds > 0) {
-    const text = `${keptSeconds.toFixed(1)} s kept in this browser: Resume uploads what the server lacks`;
-    item.append(' ', element('strong', { textContent: text }));
-  }
-  const resume = element('a', { className: 'button', href: `/record?session=${encodeURIComponent(session.id)}`, textContent: 'Resume' });
-  const finish = element('button', { type: 'button', textContent: 'Mark complete' });
-  finish.addEventListener('click', async () => {
-    finish.disabled = true;
-    try {
-      await api.finishSession(session.id);
-      await spool.forgetSession(session.id).catch(() => {});
-      item.remove();
-      ui.recovery.hidden = ui.recoveryList.children.length === 0;
-    } catch (error) {
-      finish.disabled = false;
-      say(`Could not mark it complete: ${error.message}`, 'error');
-    }
-  });
-  item.append(element('span', { className: 'actions' }, [resume, finish]));
+function recoveryItemOf(id) {
+  return [...ui.recoveryList.children].find((item) => item.dataset.sessionId === id);
+}
+
+/** An item for a session the server did not list, from the template the server rendered. */
+function newRecoveryItem(session) {
+  const item = $('recovery-item').content.firstElementChild.cloneNode(true);
+  item.dataset.sessionId = session.id;
+  item.querySelector('.recovery-title').textContent = session.title;
+  item.querySelector('time').dateTime = session.lastHeartbeat;
+  item.querySelector('[data-testid="resume"]').href = `/record?session=${encodeURIComponent(session.id)}`;
+  item.querySelector('[data-action="finish"]').dataset.sessionId = session.id;
+  ui.recoveryList.append(item);
   return item;
+}
+
+/** Mark complete, from the banner: the session ends and this browser forgets its copy. */
+async function finishFromBanner(event) {
+  const button = event.target.closest('button[data-action="finish"]');
+  if (!button || button.disabled) return;
+  const item = button.closest('li');
+  button.disabled = true;
+  try {
+    await api.finishSession(button.dataset.sessionId);
+    await spool.forgetSession(button.dataset.sessionId).catch(() => {});
+    item.remove();
+    ui.recovery.hidden = ui.recoveryList.children.length === 0;
+  } catch (error) {
+    button.disabled = false;
+    say(`Could not mark it complete: ${error.message}`, 'error');
+  }
 }
 
 function showResult(session) {
@@ -533,3 +550,4 @@ refreshDevices();
 const resumeId = new URLSearchParams(location.search).get('session');
 if (resumeId) openSession(resumeId);
 else offerRecovery();
+ui.recoveryList.addEventListener('click', finishFromBanner);

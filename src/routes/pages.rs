@@ -81,12 +81,24 @@ async fn load_history(state: &AppState) -> Result<History, ApiError> {
     })
 }
 
-async fn recorder() -> HttpResponse {
+async fn recorder(state: web::Data<AppState>) -> HttpResponse {
+    // Recording must start even when the database cannot answer: then the banner is left out.
+    let (incomplete_rows, total) = state
+        .db(|conn| db::sessions::list(conn, Some(SessionStatus::Incomplete), BANNER_LIMIT, 0))
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "recorder page without its recovery banner");
+            (Vec::new(), 0)
+        });
+    let incomplete: Vec<SessionView> = incomplete_rows
+        .iter()
+        .map(|row| lifecycle::view(&state, row))
+        .collect();
     page(layout(
         "Record",
         Nav::Record,
         "/static/recorder.js",
-        recorder_body(),
+        recorder_body(&incomplete, total),
     ))
 }
 
@@ -152,27 +164,38 @@ fn history_body(history: &History) -> Markup {
     }
 }
 
-/// The notice at the top: interrupted sessions, whose audio is safe, and what to do with them.
+/// The notice at the top of both pages: interrupted sessions, whose audio is safe, and what to
+/// do with them. The recorder adds to it the sessions only its browser knows of (audio kept in
+/// IndexedDB), filling in the item template below: the markup lives here alone.
 fn recovery_banner(incomplete: &[SessionView], total: i64) -> Markup {
     html! {
-        section.notice data-testid="recovery-banner" aria-label="Interrupted recordings" {
+        section #recovery .notice data-testid="recovery-banner" aria-label="Interrupted recordings" hidden[total == 0] {
             h2 {
                 (total) " interrupted " (plural(total, "recording", "recordings"))
             }
             p { "Their audio is safe on disk. Resume to record more, or mark them complete." }
-            ul.recovery-list {
+            ul #recovery-list .recovery-list {
                 @for session in incomplete {
-                    li {
-                        span.recovery-title { (session.title) }
-                        " "
-                        span.muted { "last heard " (time(&session.last_heartbeat)) }
-                        span.actions { (resume_button(session)) (finish_button(session)) }
-                    }
+                    (recovery_item(&session.id, &session.title, &session.last_heartbeat))
                 }
             }
             @if total > incomplete.len() as i64 {
                 p.muted { "The others are in the list below." }
             }
+            template #recovery-item { (recovery_item("", "", "")) }
+        }
+    }
+}
+
+fn recovery_item(id: &str, title: &str, last_heartbeat: &str) -> Markup {
+    html! {
+        li data-session-id=(id) {
+            span.recovery-title { (title) }
+            " "
+            span.muted { "last heard " (time(last_heartbeat)) }
+            " "
+            strong.recovery-kept hidden {}
+            span.actions { (resume_button(id)) (finish_button(id)) }
         }
     }
 }
@@ -195,8 +218,8 @@ fn session_card(detail: &SessionDetail) -> Markup {
             }
             div.actions {
                 @if status != SessionStatus::Completed {
-                    (resume_button(session))
-                    (finish_button(session))
+                    (resume_button(&session.id))
+                    (finish_button(&session.id))
                 }
                 @if !detail.tracks.is_empty() {
                     a.button data-testid="export" href={ "/api/session/" (session.id) "/export.zip" } download {
@@ -215,18 +238,18 @@ fn session_card(detail: &SessionDetail) -> Markup {
     }
 }
 
-fn resume_button(session: &SessionView) -> Markup {
+fn resume_button(id: &str) -> Markup {
     // A link, so Resume works without script; `role` makes it the button the contract names.
     html! {
-        a.button role="button" data-testid="resume" href={ "/record?session=" (session.id) } {
+        a.button role="button" data-testid="resume" href={ "/record?session=" (id) } {
             "Resume"
         }
     }
 }
 
-fn finish_button(session: &SessionView) -> Markup {
+fn finish_button(id: &str) -> Markup {
     html! {
-        button type="button" data-testid="finish" data-action="finish" data-session-id=(session.id) {
+        button type="button" data-testid="finish" data-action="finish" data-session-id=(id) {
             "Mark complete"
         }
     }
@@ -273,13 +296,9 @@ fn track_item(session: &SessionView, track: &TrackView) -> Markup {
     }
 }
 
-fn recorder_body() -> Markup {
+fn recorder_body(incomplete: &[SessionView], total: i64) -> Markup {
     html! {
-        section #recovery .notice hidden aria-label="Interrupted recordings" {
-            h2 { "Interrupted recordings" }
-            p { "Their audio is safe. Resume one to record more, or mark it complete." }
-            ul #recovery-list .recovery-list {}
-        }
+        (recovery_banner(incomplete, total))
         section.card.recorder {
             div.page-head {
                 h1 #recorder-heading { "New recording" }
