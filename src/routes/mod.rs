@@ -3,6 +3,7 @@
 //! area imports another's helpers.
 
 pub mod api;
+pub mod assets;
 pub mod download;
 pub mod extract;
 pub mod pages;
@@ -15,4 +16,5 @@ pub fn configure(cfg: &mut ServiceConfig) {
     download::configure(cfg);
     ws::configure(cfg);
     pages::configure(cfg);
+    assets::configure(cfg);
 }

@@ -1,9 +1,6 @@
 //! The pages: `/` (the history, rendered here from the database), `/record` (the recorder's
-//! shell; its logic lives in `static/`), and the files of `static/` themselves.
+//! shell; its logic lives in `static/`, served by `assets`).
 
-use actix_files::Files;
-use actix_web::http::header;
-use actix_web::middleware::DefaultHeaders;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::HttpResponse;
 use maud::{html, Markup, DOCTYPE};
@@ -16,8 +13,6 @@ use crate::lifecycle::{self, MAX_TITLE_CHARS};
 use crate::state::AppState;
 use crate::views::{SessionDetail, SessionView, TrackView};
 
-/// Baked in at build time, so the pages work whatever directory the server starts in.
-const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
 /// The history shows the newest sessions; the API pages through the rest.
 const HISTORY_LIMIT: i64 = 100;
 /// The banner names this many interrupted sessions and counts the others.
@@ -25,13 +20,7 @@ const BANNER_LIMIT: i64 = 10;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/", web::get().to(history))
-        .route("/record", web::get().to(recorder))
-        .service(
-            // `no-cache` revalidates (ETag): an upgraded server never runs a stale recorder.
-            web::scope("/static")
-                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-cache")))
-                .service(Files::new("", STATIC_DIR)),
-        );
+        .route("/record", web::get().to(recorder));
 }
 
 /// What the history page shows: the newest sessions with their tracks, and the interrupted ones.
