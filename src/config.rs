@@ -4,7 +4,60 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+/// The command line: the server's flags, how to log, and what to do (serve by default).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "safetake",
+    version,
+    about = "A recording server for podcasts that never loses a take",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+
+    /// How log lines are written to standard error: `text` for people, `json` (one object a
+    /// line) for a log collector.
+    #[arg(
+        long,
+        env = "SAFETAKE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Operation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What the binary does besides serving (no subcommand: serve).
+#[derive(Debug, Clone, Subcommand)]
+pub enum Operation {
+    /// Repairs a data directory as start-up does, without serving.
+    ///
+    /// Every unfinished track's header is matched to its audio; prints what it repaired.
+    Repair {
+        /// The data directory to repair.
+        dir: PathBuf,
+    },
+    /// Copies the data directory (`--data-dir`) into DIR, consistently, while the server runs.
+    ///
+    /// The database is copied in one transaction, completed tracks hard-linked where the
+    /// filesystem allows, the others copied. `--data-dir DIR` starts from it.
+    Backup {
+        /// Where the copy goes: a new or empty directory.
+        dir: PathBuf,
+    },
+}
 
 /// Everything the server can be told at start. Passed by value into the app; never a global.
 #[derive(Debug, Clone, Parser)]

@@ -5,12 +5,14 @@
 
 pub mod access;
 pub mod audio;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod ingest;
 pub mod lifecycle;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -45,6 +45,7 @@ impl Application {
             path: config.data_dir.display().to_string(),
             error,
         };
+        crate::metrics::install();
         let store = TrackStore::new(config.data_dir.clone());
         store.prepare().map_err(data_error)?;
         let pool = db::connect(&config.database_url())?;
@@ -141,12 +142,53 @@ async fn wait_for_signal() {
     }
 }
 
+/// One track that crash repair changed.
+#[derive(Debug, Clone)]
+pub struct Repaired {
+    pub path: std::path::PathBuf,
+    pub data_bytes: u64,
+    pub truncated: u64,
+    pub header_fixed: bool,
+}
+
+/// `safetake repair DIR`: what start-up does to a data directory, without serving. Prints one
+/// line per repaired track (or that nothing needed it).
+pub fn repair_data_dir(config: &Config, dir: &std::path::Path) -> Result<(), String> {
+    let mut config = config.clone();
+    config.data_dir = dir.to_path_buf();
+    let store = TrackStore::new(config.data_dir.clone());
+    store
+        .prepare()
+        .map_err(|error| format!("{}: {error}", dir.display()))?;
+    let pool = db::connect(&config.database_url()).map_err(|e| e.to_string())?;
+    let repaired = repair_tracks(&pool, &store).map_err(|e| e.to_string())?;
+    if repaired.is_empty() {
+        println!("nothing to repair in {}", dir.display());
+    }
+    for track in &repaired {
+        println!(
+            "repaired {}: {} data bytes, {} torn bytes cut, header {}",
+            track.path.display(),
+            track.data_bytes,
+            track.truncated,
+            if track.header_fixed {
+                "rewritten"
+            } else {
+                "was right"
+            }
+        );
+    }
+    Ok(())
+}
+
 /// After any crash: every track of a session that was not finished is made playable, its
 /// header matched to the whole blocks on disk, and the database's `data_bytes` set to that
 /// count. Completed sessions were synced and finalized, so their files are not opened. A row
 /// that does not parse, or a file whose header cannot be read, is logged and left exactly as
 /// it is (nothing is guessed, nothing is cut); the other tracks are repaired all the same.
-fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<(), StartError> {
+/// Returns the tracks whose file it changed.
+pub fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<Vec<Repaired>, StartError> {
+    let mut repaired = Vec::new();
     let mut conn = pool.get().map_err(|e| StartError::Repair(e.to_string()))?;
     let tracks =
         db::tracks::unfinished(&mut conn).map_err(|e| StartError::Repair(e.to_string()))?;
@@ -173,6 +215,13 @@ fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<(), StartError> {
                 truncated = report.truncated,
                 "repaired track after a crash"
             );
+            crate::metrics::repaired();
+            repaired.push(Repaired {
+                path: path.clone(),
+                data_bytes: report.data_bytes,
+                truncated: report.truncated,
+                header_fixed: report.header_fixed,
+            });
         }
         if report.data_bytes != track.data_bytes {
             db::tracks::set_data_bytes(
@@ -184,7 +233,7 @@ fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<(), StartError> {
             .map_err(|e| StartError::Repair(e.to_string()))?;
         }
     }
-    Ok(())
+    Ok(repaired)
 }
 
 /// Lets the process hold one file and one socket per stream beyond the usual 1024.

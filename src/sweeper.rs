@@ -39,6 +39,7 @@ pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<SessionId>
     let timed_out = state
         .db(move |conn| db::sessions::time_out_silent(conn, cutoff))
         .await?;
+    crate::metrics::sessions_timed_out(timed_out.len());
     for id in &timed_out {
         tracing::info!(session = %id, "session timed out (incomplete)");
         state
@@ -57,6 +58,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = interval.tick() => {
+                crate::metrics::upkeep();
                 if let Err(error) = sweep(&state, state.config.session_timeout).await {
                     tracing::warn!(%error, "sweep failed; retrying at the next interval");
                 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod assets;
 pub mod download;
 pub mod extract;
+pub mod metrics;
 pub mod pages;
 pub mod ws;
 
@@ -17,4 +18,5 @@ pub fn configure(cfg: &mut ServiceConfig) {
     ws::configure(cfg);
     pages::configure(cfg);
     assets::configure(cfg);
+    metrics::configure(cfg);
 }

@@ -173,6 +173,7 @@ impl Socket {
         mut outbound: mpsc::UnboundedReceiver<Outbound>,
         ready_offset: u64,
     ) {
+        let _open = crate::metrics::SocketOpen::new();
         let ready = ServerMessage::Ready {
             session_id: self.session.as_str(),
             track: self.track.as_str(),
@@ -199,6 +200,7 @@ impl Socket {
         let connection = self.connection.as_ref();
         let code = match ending {
             Ending::Close(closing) => {
+                crate::metrics::socket_closed(closing.reason);
                 if let Some(error) = closing.error_message() {
                     sent_in_time(patience, session.text(error.to_json())).await;
                 }

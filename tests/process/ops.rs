@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::server::WAIT;
+use serde_json::Value;
+
+use crate::server::{pcm, read_wav_data, Server, WsClient, WAIT};
 
 /// A server started by hand (its own working directory, its own flags), killed on drop.
 pub struct Spawned {
@@ -149,4 +151,216 @@ async fn a_binary_copied_alone_serves_the_recorder_and_its_assets() {
     assert_eq!(missing.status(), 404);
     // The default data directory was made beside the binary, nothing else was needed.
     assert!(dir.path().join("data").join("safetake.db").exists());
+}
+
+/// Runs the binary to completion (bounded) with `args`; returns its exit success and output.
+fn run_binary(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_safetake"))
+        .args(args)
+        .env_remove("SAFETAKE_DATA_DIR")
+        .env_remove("SAFETAKE_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT * 3;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("safetake {args:?} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn os(text: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(text)
+}
+
+#[test]
+fn version_prints_the_version() {
+    let (ok, out, _) = run_binary(&[os("--version")]);
+    assert!(ok);
+    assert_eq!(
+        out.trim(),
+        format!("safetake {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_json_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--log-format", "json"]).await;
+    let id = server.create_session().await;
+    record(&server, &id, "track=mic", &pcm(1, 4000)).await;
+    assert!(server.terminate().success());
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+        assert!(entry["timestamp"].is_string(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("safetake listening")),
+        "{log}"
+    );
+}
+
+/// Records `bytes` into a track and waits until all of it is acked; the socket stays open.
+async fn record(server: &Server, id: &str, query: &str, bytes: &[u8]) -> WsClient {
+    let (mut client, offset) = WsClient::open(&server.ws_url(id, query)).await;
+    assert_eq!(offset, 0);
+    client.send_frame(0, bytes).await;
+    assert_eq!(client.flush(bytes.len() as u64).await, bytes.len() as u64);
+    client
+}
+
+#[tokio::test]
+async fn repair_fixes_a_stale_header_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]).await;
+    let id = server.create_session().await;
+    let sent = pcm(3, 4000);
+    let _socket = record(&server, &id, "track=mic", &sent).await;
+    server.kill9();
+    // Whole blocks that reached the file after its header was last written, as a crash leaves.
+    let path = server.track_path(&id, "mic");
+    let extra = pcm(4, 400);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &extra).unwrap();
+    drop(file);
+
+    let (ok, out, err) = run_binary(&[os("repair"), dir.path().as_os_str()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("mic.wav"), "names the track: {out}");
+    assert!(out.contains("4400"), "says how much it holds: {out}");
+    let data = read_wav_data(&path);
+    assert_eq!(data.len(), 4400, "the header matches the audio");
+    assert_eq!(&data[..4000], &sent[..]);
+
+    // Nothing is left to do, and a server started on it agrees.
+    let (ok, out, _) = run_binary(&[os("repair"), dir.path().as_os_str()]);
+    assert!(ok);
+    assert!(out.contains("nothing to repair"), "{out}");
+    let server = Server::start(dir.path(), &[]).await;
+    let session = server.json(&format!("/api/session/{id}")).await;
+    assert_eq!(session["tracks"][0]["dataBytes"], 4400);
+}
+
+#[tokio::test]
+async fn backup_while_recording_starts_a_server_with_the_same_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let server = Server::start(&data, &[]).await;
+
+    // Two finished sessions, and one that records all through the backup.
+    let mut finished = Vec::new();
+    for seed in 0..2u64 {
+        let id = server.create_session().await;
+        let mic = pcm(10 + seed, 96_000);
+        let guest = pcm(20 + seed, 48_000);
+        record(&server, &id, "track=mic", &mic).await.close().await;
+        record(&server, &id, "track=guest", &guest)
+            .await
+            .close()
+            .await;
+        let response = server
+            .http
+            .post(server.url(&format!("/api/session/{id}/finish")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        finished.push((id, mic, guest));
+    }
+    let live = server.create_session().await;
+    let (mut client, _) = WsClient::open(&server.ws_url(&live, "track=mic")).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streaming = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut offset = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.send_frame(offset, &pcm(offset, 1920)).await;
+                offset += 1920;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            client.flush(offset).await;
+            client
+        })
+    };
+    // Past one sync interval (1 s), so the live track has audio on disk when the copy starts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let copy = dir.path().join("copy");
+    let args = [
+        os("--data-dir"),
+        data.as_os_str(),
+        os("backup"),
+        copy.as_os_str(),
+    ]
+    .map(|a| a.to_os_string());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run_binary(&args)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "backup failed: {err}");
+    assert!(out.contains("4 tracks hard-linked"), "{out}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let client = streaming.await.unwrap();
+    client.close().await;
+
+    let restored = Server::start(&copy, &[]).await;
+    let listed = |value: Value| {
+        value["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["id"].clone(), s["title"].clone(), s["status"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(restored.json("/api/sessions").await),
+        listed(server.json("/api/sessions").await),
+        "the same sessions, titles and statuses"
+    );
+    for (id, mic, guest) in &finished {
+        for (track, sent) in [("mic", mic), ("guest", guest)] {
+            let original = std::fs::read(server.track_path(id, track)).unwrap();
+            let copied = std::fs::read(restored.track_path(id, track)).unwrap();
+            assert!(original == copied, "{id}/{track} byte-identical");
+            assert_eq!(&read_wav_data(&restored.track_path(id, track)), sent);
+            let download = restored
+                .http
+                .get(restored.url(&format!("/api/session/{id}/tracks/{track}.wav")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(download.status(), 200);
+            assert!(download.bytes().await.unwrap() == original);
+        }
+    }
+    // The live track was copied mid-stream: the copy is playable, whole blocks, a prefix.
+    let live_copy = read_wav_data(&restored.track_path(&live, "mic"));
+    let live_original = read_wav_data(&server.track_path(&live, "mic"));
+    assert!(live_copy.len() % 2 == 0 && !live_copy.is_empty());
+    assert!(live_original.starts_with(&live_copy));
+    let session = restored.json(&format!("/api/session/{live}")).await;
+    assert_eq!(session["tracks"][0]["dataBytes"], live_copy.len() as u64);
 }
