@@ -364,3 +364,131 @@ async fn backup_while_recording_starts_a_server_with_the_same_sessions() {
     let session = restored.json(&format!("/api/session/{live}")).await;
     assert_eq!(session["tracks"][0]["dataBytes"], live_copy.len() as u64);
 }
+
+/// One sample of a Prometheus text scrape: the line `series value`.
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} not in the scrape:\n{scrape}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn scrape(server: &Server) -> String {
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_what_was_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let before = scrape(&server).await;
+    assert_eq!(sample(&before, "safetake_audio_bytes_received_total"), 0.0);
+    assert_eq!(sample(&before, "safetake_sockets"), 0.0);
+
+    let id = server.create_session().await;
+    let first = record(&server, &id, "track=mic", &pcm(1, 48_000)).await;
+    let mut second = record(&server, &id, "track=guest", &pcm(2, 20_000)).await;
+    // A resend of stored bytes is not new audio.
+    second.send_frame(10_000, &pcm(2, 20_000)[10_000..]).await;
+    second.flush(20_000).await;
+    let during = scrape(&server).await;
+    assert_eq!(
+        sample(&during, "safetake_audio_bytes_received_total"),
+        68_000.0
+    );
+    assert_eq!(
+        sample(&during, "safetake_audio_bytes_acked_total"),
+        68_000.0
+    );
+    assert_eq!(sample(&during, "safetake_sockets"), 2.0);
+    assert_eq!(sample(&during, "safetake_sessions{status=\"active\"}"), 1.0);
+    assert_eq!(
+        sample(&during, "safetake_sessions{status=\"completed\"}"),
+        0.0
+    );
+    assert!(sample(&during, "safetake_sync_duration_seconds_count") >= 2.0);
+    assert!(during.contains("safetake_sync_duration_seconds_bucket{le=\"0.005\"}"));
+
+    // A socket that takes the track over, then a frame past the stored end.
+    let (mut takeover, offset) = WsClient::open(&server.ws_url(&id, "track=mic")).await;
+    assert_eq!(offset, 48_000);
+    takeover.send_frame(50_000, &pcm(3, 100)).await;
+    assert_eq!(takeover.expect_close().await.code, 4009);
+    second.close().await;
+    let timed_out = server
+        .http
+        .post(server.url("/api/session/check-timeouts"))
+        .json(&serde_json::json!({"timeoutMs": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(timed_out.status(), 200);
+
+    let after = scrape(&server).await;
+    assert_eq!(sample(&after, "safetake_takeovers_total"), 1.0);
+    assert_eq!(
+        sample(&after, "safetake_frames_refused_total{reason=\"gap\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "safetake_frames_refused_total{reason=\"too_big\"}"),
+        0.0
+    );
+    assert_eq!(sample(&after, "safetake_sessions_timed_out_total"), 1.0);
+    assert_eq!(
+        sample(&after, "safetake_sessions{status=\"incomplete\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "safetake_audio_bytes_received_total"),
+        68_000.0
+    );
+    assert_eq!(sample(&after, "safetake_repairs_total"), 0.0);
+    drop(first);
+}
+
+#[tokio::test]
+async fn metrics_need_the_hosts_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--auth-token", "s3cret"]).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    let response = no_redirects
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    // Refused as every page is (to the login page), the counters not shown.
+    assert!(
+        [401, 303].contains(&response.status().as_u16()),
+        "{}",
+        response.status()
+    );
+    assert!(!response.text().await.unwrap().contains("safetake_"));
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
