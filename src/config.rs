@@ -126,6 +126,11 @@ pub struct Config {
     #[arg(long, env = "SAFETAKE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
 
+    /// Completed sessions older than this (since they completed) are deleted with their files
+    /// by the sweeper; active and incomplete ones never are. Default: kept for ever.
+    #[arg(long, env = "SAFETAKE_RETENTION", value_parser = parse_positive_duration)]
+    pub retention: Option<Duration>,
+
     /// Most sockets streaming at once; more are refused with 503.
     #[arg(long, env = "SAFETAKE_MAX_CONNECTIONS", default_value = "10000", value_parser = parse_count)]
     pub max_connections: usize,
@@ -176,7 +181,7 @@ impl Config {
     }
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+/// Parses `500ms`, `30s`, `5m`, `1h`, `30d` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -196,9 +201,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value * 1000,
         "m" => value * 60_000,
         "h" => value * 3_600_000,
+        "d" => value * 86_400_000,
         _ => {
             return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+                "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
             ))
         }
     };
@@ -237,6 +243,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("").is_err());

@@ -73,13 +73,17 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
         })
         .collect();
     Ok(SessionDetail {
-        session: views::session_view(&row, registry.heartbeat(id)),
+        session: views::session_view(&row, registry.heartbeat(id), state.config.retention),
         tracks,
     })
 }
 
 pub fn view(state: &AppState, row: &SessionRow) -> SessionView {
-    views::session_view(row, state.registry.heartbeat(&row.id))
+    views::session_view(
+        row,
+        state.registry.heartbeat(&row.id),
+        state.config.retention,
+    )
 }
 
 /// A socket opens a track (see `db::tracks::open_for_socket`): the track's format, and the

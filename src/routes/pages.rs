@@ -181,6 +181,9 @@ fn session_card(detail: &SessionDetail) -> Markup {
                 @if let Some(completed) = &session.completed_at {
                     " · completed " (time(completed))
                 }
+                @if let Some(expires) = &session.expires_at {
+                    span.expires data-testid="expires" { " · deleted " (time(expires)) " (retention)" }
+                }
             }
             div.actions {
                 @if status != SessionStatus::Completed {
@@ -387,6 +390,7 @@ mod tests {
                 created_at: "2026-11-25T16:37:35.123Z".into(),
                 last_heartbeat: "2026-11-25T16:38:00.000Z".into(),
                 completed_at: None,
+                expires_at: None,
             },
             tracks: Vec::new(),
         };

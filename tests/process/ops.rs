@@ -492,3 +492,88 @@ async fn metrics_need_the_hosts_token() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn retention_deletes_only_completed_sessions_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--retention", "2s", "--sweep-interval", "200ms"];
+    let server = Server::start(dir.path(), &args).await;
+    let post = |path: String| {
+        let request = server.http.post(server.url(&path));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    let interrupted = server.create_session().await;
+    record(&server, &interrupted, "track=mic", &pcm(1, 4000))
+        .await
+        .close()
+        .await;
+    let response = server
+        .http
+        .post(server.url("/api/session/check-timeouts"))
+        .json(&serde_json::json!({"timeoutMs": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let finished = server.create_session().await;
+    record(&server, &finished, "track=mic", &pcm(2, 4000))
+        .await
+        .close()
+        .await;
+    assert_eq!(post(format!("/api/session/{finished}/finish")).await, 200);
+    let live = server.create_session().await;
+    let socket = record(&server, &live, "track=mic", &pcm(3, 4000)).await;
+
+    let session = server.json(&format!("/api/session/{finished}")).await;
+    let completed =
+        chrono::DateTime::parse_from_rfc3339(session["completedAt"].as_str().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(session["expiresAt"].as_str().unwrap()).unwrap();
+    assert_eq!(expires - completed, chrono::Duration::seconds(2));
+    for id in [&interrupted, &live] {
+        let session = server.json(&format!("/api/session/{id}")).await;
+        assert!(session["expiresAt"].is_null(), "{session}");
+    }
+    let history = server.http.get(server.url("/")).send().await.unwrap();
+    let history = history.text().await.unwrap();
+    assert_eq!(
+        history.matches("data-testid=\"expires\"").count(),
+        1,
+        "the page says when"
+    );
+
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = server
+            .http
+            .get(server.url(&format!("/api/session/{finished}")))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the finished session outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !server.track_path(&finished, "mic").exists(),
+        "its files went too"
+    );
+    // Well past the retention, the others are all there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for id in [&interrupted, &live] {
+        let session = server.json(&format!("/api/session/{id}")).await;
+        assert_ne!(session["status"], "completed");
+        assert!(read_wav_data(&server.track_path(id, "mic")).len() == 4000);
+    }
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(log.contains("retention"), "the deletion is logged");
+    socket.close().await;
+}
