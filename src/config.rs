@@ -131,6 +131,14 @@ pub struct Config {
     #[arg(long, env = "SAFETAKE_RETENTION", value_parser = parse_positive_duration)]
     pub retention: Option<Duration>,
 
+    /// PEM certificate chain: serve HTTPS and WSS on `--bind` (needs `--tls-key`).
+    #[arg(long, env = "SAFETAKE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "SAFETAKE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Most sockets streaming at once; more are refused with 503.
     #[arg(long, env = "SAFETAKE_MAX_CONNECTIONS", default_value = "10000", value_parser = parse_count)]
     pub max_connections: usize,
@@ -143,6 +151,11 @@ impl Config {
             if token.is_empty() {
                 return Err("--auth-token: must not be empty".into());
             }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err("--tls-cert: needs --tls-key as well".into()),
+            (None, Some(_)) => return Err("--tls-key: needs --tls-cert as well".into()),
+            _ => {}
         }
         if !self.bind.ip().is_loopback() && self.auth_token.is_none() && !self.allow_unauthenticated
         {

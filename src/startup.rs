@@ -27,6 +27,8 @@ pub enum StartError {
     Database(#[from] db::DbSetupError),
     #[error("crash repair failed: {0}")]
     Repair(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot serve: {0}")]
     Serve(std::io::Error),
 }
@@ -63,7 +65,11 @@ impl Application {
             store,
             registry,
         };
-        let server = serve(state.clone(), listener).map_err(StartError::Serve)?;
+        let tls = match (&state.config.tls_cert, &state.config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_config(cert, key).map_err(StartError::Tls)?),
+            _ => None,
+        };
+        let server = serve(state.clone(), listener, tls).map_err(StartError::Serve)?;
         Ok(Application {
             server,
             port,
@@ -88,7 +94,43 @@ impl Application {
     }
 }
 
-fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
+/// The certificate chain and key of `--tls-cert` and `--tls-key` (PEM); errors name the flag.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("--tls-cert {}: {error}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "--tls-cert {}: no certificate in it",
+            cert.display()
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| format!("--tls-key {}: {error}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("--tls-cert: {error}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|error| {
+            format!(
+                "--tls-key {}: does not fit --tls-cert: {error}",
+                key.display()
+            )
+        })
+}
+
+fn serve(
+    state: AppState,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<Server> {
     let data = web::Data::new(state);
     // One for all workers: an address's failures count wherever its requests land.
     let attempts = web::Data::new(access::Attempts::default());
@@ -101,15 +143,19 @@ fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
             .configure(access::configure)
             .configure(routes::configure)
     })
-    .on_connect(routes::ws::remember_connection)
-    .listen(listener)?
-    .disable_signals()
-    .shutdown_timeout(5)
-    // The default 1 s makes every socket close linger; a closing peer gets 200 ms.
-    .client_disconnect_timeout(Duration::from_millis(200))
-    .max_connections(100_000)
-    .backlog(4096)
-    .run();
+    .on_connect(routes::ws::remember_connection);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    let server = server
+        .disable_signals()
+        .shutdown_timeout(5)
+        // The default 1 s makes every socket close linger; a closing peer gets 200 ms.
+        .client_disconnect_timeout(Duration::from_millis(200))
+        .max_connections(100_000)
+        .backlog(4096)
+        .run();
     Ok(server)
 }
 

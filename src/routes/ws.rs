@@ -439,7 +439,11 @@ struct ConnectionFd(RawFd);
 
 /// `HttpServer::on_connect` hook: notes each connection's descriptor for [`Connection::of`].
 pub fn remember_connection(connection: &dyn Any, data: &mut actix_web::dev::Extensions) {
-    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    use actix_web::rt::net::TcpStream;
+    if let Some(stream) = connection.downcast_ref::<TcpStream>() {
         data.insert(ConnectionFd(stream.as_raw_fd()));
+    } else if let Some(stream) = connection.downcast_ref::<TlsStream<TcpStream>>() {
+        data.insert(ConnectionFd(stream.get_ref().0.as_raw_fd()));
     }
 }

@@ -577,3 +577,155 @@ async fn retention_deletes_only_completed_sessions_past_it() {
     assert!(log.contains("retention"), "the deletion is logged");
     socket.close().await;
 }
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as PEM files in `dir`.
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key, cert_pem)
+}
+
+fn client_tls(cert_pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+#[tokio::test]
+async fn tls_serves_the_api_over_https_and_sockets_over_wss() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, cert_pem) = self_signed(dir.path());
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_safetake"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    let server = Spawned { child, port, http };
+    let base = format!("https://127.0.0.1:{port}");
+    let deadline = Instant::now() + WAIT;
+    while server
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the TLS server did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Plain HTTP on the TLS port gets no page.
+    let plain = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let refused = plain
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(refused.map(|r| r.status() != 200).unwrap_or(true));
+
+    let created = server
+        .http
+        .post(format!("{base}/api/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let url = format!("wss://127.0.0.1:{port}/api/session/{id}/ws?track=mic");
+    let connector = tokio_tungstenite::Connector::Rustls(client_tls(&cert_pem));
+    let (mut ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ready = crate::server::next_json(&mut ws).await.unwrap();
+    assert_eq!(ready["type"], "ready");
+    let sent = pcm(7, 96_000);
+    crate::server::send_frame(&mut ws, 0, &sent).await;
+    assert_eq!(crate::server::flush(&mut ws, 96_000).await, 96_000);
+
+    let finished = server
+        .http
+        .post(format!("{base}/api/session/{id}/finish"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), 200);
+    // The server closes the socket with 1000 over TLS too (it found the connection's fd).
+    let code = crate::server::next_close_code(&mut ws, WAIT).await;
+    assert_eq!(code, Some(1000));
+    let _ = ws.send(Message::Close(None)).await;
+
+    let download = server
+        .http
+        .get(format!("{base}/api/session/{id}/tracks/mic.wav"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let wav = download.bytes().await.unwrap();
+    assert!(wav.ends_with(&sent) && wav.len() == sent.len() + 44);
+}
+
+#[test]
+fn tls_flags_come_in_pairs_and_errors_name_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (cert, key, _) = self_signed(dir.path());
+    let (ok, _, err) = run_binary(&[
+        os("--bind"),
+        os("127.0.0.1:0"),
+        os("--data-dir"),
+        data.as_os_str(),
+        os("--tls-cert"),
+        cert.as_os_str(),
+    ]);
+    assert!(!ok && err.contains("--tls-key"), "{err}");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let (ok, _, err) = run_binary(&[
+        os("--bind"),
+        os("127.0.0.1:0"),
+        os("--data-dir"),
+        data.as_os_str(),
+        os("--tls-cert"),
+        garbage.as_os_str(),
+        os("--tls-key"),
+        key.as_os_str(),
+    ]);
+    assert!(!ok && err.contains("--tls-cert"), "{err}");
+}
