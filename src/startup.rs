@@ -88,6 +88,8 @@ impl Application {
         if handle_signals {
             tokio::spawn(stop_on_signal(self.state.clone(), self.server.handle()));
         }
+        // Repaired and bound: a systemd `Type=notify` unit is started now (a no-op elsewhere).
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         let result = self.server.await;
         stop_sweeper.cancel();
         result
@@ -164,6 +166,7 @@ fn serve(
 async fn stop_on_signal(state: AppState, server: ServerHandle) {
     wait_for_signal().await;
     tracing::info!("shutting down: finalizing every open track");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     server.pause().await;
     state.registry.close_all().await;
     if let Err(error) = sweeper::flush_heartbeats(&state).await {

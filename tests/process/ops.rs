@@ -729,3 +729,96 @@ fn tls_flags_come_in_pairs_and_errors_name_the_flag() {
     ]);
     assert!(!ok && err.contains("--tls-cert"), "{err}");
 }
+
+/// The unit in dist/ passes `systemd-analyze verify` (with ExecStart pointed at this build).
+/// Skipped, saying so, where systemd's tools are not installed (`apt-get install systemd`).
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(found) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze not installed: the unit was not verified");
+        return;
+    };
+    assert!(found.status.success());
+    let unit = include_str!("../../dist/safetake.service");
+    assert!(unit.contains("Type=notify"));
+    assert!(unit.contains("StateDirectory=safetake"));
+    let unit = unit.replace(
+        "ExecStart=/usr/local/bin/safetake",
+        &format!("ExecStart={}", env!("CARGO_BIN_EXE_safetake")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("safetake.service");
+    std::fs::write(&path, unit).unwrap();
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        !said.contains("safetake.service:"),
+        "warnings about the unit: {said}"
+    );
+}
+
+/// `Type=notify`: READY=1 arrives once the server answers, STOPPING=1 on SIGTERM.
+#[tokio::test]
+async fn the_server_tells_systemd_when_it_is_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_safetake"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut guard = Spawned {
+        child,
+        port,
+        http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+    };
+    let received = tokio::task::spawn_blocking(move || {
+        let mut buffer = [0u8; 256];
+        let read = socket.recv(&mut buffer);
+        (
+            socket,
+            read.map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned()),
+        )
+    })
+    .await
+    .unwrap();
+    let (socket, ready) = received;
+    let ready = ready.unwrap_or_else(|e| panic!("no READY=1 in time: {e}"));
+    assert!(ready.contains("READY=1"), "{ready}");
+    let health = guard
+        .http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(
+        health.is_ok_and(|r| r.status() == 200),
+        "ready means serving"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let stopping = tokio::task::spawn_blocking(move || {
+        let mut buffer = [0u8; 256];
+        socket
+            .recv(&mut buffer)
+            .map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
+    })
+    .await
+    .unwrap();
+    let status = guard.child.wait().unwrap();
+    assert!(stopping.unwrap().contains("STOPPING=1"));
+    assert!(status.success());
+}
