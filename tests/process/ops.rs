@@ -359,7 +359,7 @@ async fn backup_while_recording_starts_a_server_with_the_same_sessions() {
     // The live track was copied mid-stream: the copy is playable, whole blocks, a prefix.
     let live_copy = read_wav_data(&restored.track_path(&live, "mic"));
     let live_original = read_wav_data(&server.track_path(&live, "mic"));
-    assert!(live_copy.len() % 2 == 0 && !live_copy.is_empty());
+    assert!(live_copy.len().is_multiple_of(2) && !live_copy.is_empty());
     assert!(live_original.starts_with(&live_copy));
     let session = restored.json(&format!("/api/session/{live}")).await;
     assert_eq!(session["tracks"][0]["dataBytes"], live_copy.len() as u64);
