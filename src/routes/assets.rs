@@ -15,7 +15,11 @@ struct Static;
 const CACHE_CONTROL: &str = "no-cache";
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.route("/static/{path:.*}", web::get().to(asset));
+    cfg.service(
+        web::resource("/static/{path:.*}")
+            .route(web::get().to(asset))
+            .route(web::head().to(asset)),
+    );
 }
 
 /// The names of every embedded asset, for the pages' tests and tools.

@@ -138,6 +138,9 @@ async fn a_binary_copied_alone_serves_the_recorder_and_its_assets() {
             .unwrap();
         assert_eq!(again.status(), 304, "{url} with its ETag");
         assert!(again.bytes().await.unwrap().is_empty());
+        let head = server.http.head(&url).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {url}");
+        assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
     }
     for asset in ["recorder.js", "style.css", "uplink.js", "pcm-worklet.js"] {
         assert!(seen.contains(asset), "{asset} is referenced: {seen:?}");
