@@ -8,8 +8,9 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use diesel::connection::SimpleConnection;
 use diesel::sql_types::Text;
-use diesel::RunQueryDsl;
+use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
 use crate::audio::TrackStore;
 use crate::config::Config;
@@ -42,12 +43,16 @@ pub fn backup(config: &Config, dir: &Path) -> Result<(), String> {
     }
     prepare_destination(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
     let copy = dir.join(DATABASE_FILE);
-    let source = db::connect(&config.database_url()).map_err(|e| e.to_string())?;
     {
-        let mut conn = source.get().map_err(|e| e.to_string())?;
+        // A plain connection: the running server's database is read, never migrated or changed.
+        let mut source = SqliteConnection::establish(&database.to_string_lossy())
+            .map_err(|e| format!("--data-dir {}: {e}", config.data_dir.display()))?;
+        source
+            .batch_execute("PRAGMA busy_timeout = 5000;")
+            .map_err(|e| e.to_string())?;
         diesel::sql_query("VACUUM INTO ?")
             .bind::<Text, _>(copy.to_string_lossy().into_owned())
-            .execute(&mut conn)
+            .execute(&mut source)
             .map_err(|e| format!("copying the database: {e}"))?;
     }
     let copied = db::connect(&copy.to_string_lossy()).map_err(|e| e.to_string())?;
