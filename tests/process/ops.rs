@@ -825,3 +825,26 @@ async fn the_server_tells_systemd_when_it_is_ready_and_stopping() {
     assert!(stopping.unwrap().contains("STOPPING=1"));
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn metrics_count_the_repairs_of_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]).await;
+    let id = server.create_session().await;
+    let _socket = record(&server, &id, "track=mic", &pcm(5, 4000)).await;
+    server.kill9();
+    let path = server.track_path(&id, "mic");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &pcm(6, 400)).unwrap();
+    drop(file);
+    let server = Server::start(dir.path(), &[]).await;
+    let scraped = scrape(&server).await;
+    assert_eq!(sample(&scraped, "safetake_repairs_total"), 1.0);
+    assert_eq!(
+        sample(&scraped, "safetake_sessions{status=\"active\"}"),
+        1.0
+    );
+}
