@@ -4,7 +4,60 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+/// The command line: the server's flags, how to log, and what to do (serve by default).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "safetake",
+    version,
+    about = "A recording server for podcasts that never loses a take",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+
+    /// How log lines are written to standard error: `text` for people, `json` (one object a
+    /// line) for a log collector.
+    #[arg(
+        long,
+        env = "SAFETAKE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Operation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What the binary does besides serving (no subcommand: serve).
+#[derive(Debug, Clone, Subcommand)]
+pub enum Operation {
+    /// Repairs a data directory as start-up does, without serving.
+    ///
+    /// Every unfinished track's header is matched to its audio; prints what it repaired.
+    Repair {
+        /// The data directory to repair.
+        dir: PathBuf,
+    },
+    /// Copies the data directory (`--data-dir`) into DIR, consistently, while the server runs.
+    ///
+    /// The database is copied in one transaction, completed tracks hard-linked where the
+    /// filesystem allows, the others copied. `--data-dir DIR` starts from it.
+    Backup {
+        /// Where the copy goes: a new or empty directory.
+        dir: PathBuf,
+    },
+}
 
 /// Everything the server can be told at start. Passed by value into the app; never a global.
 #[derive(Debug, Clone, Parser)]
@@ -73,6 +126,19 @@ pub struct Config {
     #[arg(long, env = "SAFETAKE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
 
+    /// Completed sessions older than this (since they completed) are deleted with their files
+    /// by the sweeper; active and incomplete ones never are. Default: kept for ever.
+    #[arg(long, env = "SAFETAKE_RETENTION", value_parser = parse_positive_duration)]
+    pub retention: Option<Duration>,
+
+    /// PEM certificate chain: serve HTTPS and WSS on `--bind` (needs `--tls-key`).
+    #[arg(long, env = "SAFETAKE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "SAFETAKE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Most sockets streaming at once; more are refused with 503.
     #[arg(long, env = "SAFETAKE_MAX_CONNECTIONS", default_value = "10000", value_parser = parse_count)]
     pub max_connections: usize,
@@ -85,6 +151,11 @@ impl Config {
             if token.is_empty() {
                 return Err("--auth-token: must not be empty".into());
             }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err("--tls-cert: needs --tls-key as well".into()),
+            (None, Some(_)) => return Err("--tls-key: needs --tls-cert as well".into()),
+            _ => {}
         }
         if !self.bind.ip().is_loopback() && self.auth_token.is_none() && !self.allow_unauthenticated
         {
@@ -123,7 +194,7 @@ impl Config {
     }
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+/// Parses `500ms`, `30s`, `5m`, `1h`, `30d` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -143,9 +214,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value * 1000,
         "m" => value * 60_000,
         "h" => value * 3_600_000,
+        "d" => value * 86_400_000,
         _ => {
             return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+                "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
             ))
         }
     };
@@ -184,6 +256,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("").is_err());

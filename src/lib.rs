@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod audio;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod guests;
 pub mod ingest;
 pub mod lifecycle;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod state;

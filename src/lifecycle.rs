@@ -81,7 +81,7 @@ pub async fn detail(state: &AppState, id: &SessionId) -> Result<SessionDetail, A
         })
         .collect();
     Ok(SessionDetail {
-        session: views::session_view(&row, registry.heartbeat(id)),
+        session: views::session_view(&row, registry.heartbeat(id), state.config.retention),
         tracks,
     })
 }
@@ -98,7 +98,11 @@ fn participant(invites: &[InviteRow], track: &TrackName) -> Option<String> {
 }
 
 pub fn view(state: &AppState, row: &SessionRow) -> SessionView {
-    views::session_view(row, state.registry.heartbeat(&row.id))
+    views::session_view(
+        row,
+        state.registry.heartbeat(&row.id),
+        state.config.retention,
+    )
 }
 
 /// A socket opens a track (see `db::tracks::open_for_socket`): the track's format, and the

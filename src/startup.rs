@@ -27,6 +27,8 @@ pub enum StartError {
     Database(#[from] db::DbSetupError),
     #[error("crash repair failed: {0}")]
     Repair(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot serve: {0}")]
     Serve(std::io::Error),
 }
@@ -45,6 +47,7 @@ impl Application {
             path: config.data_dir.display().to_string(),
             error,
         };
+        crate::metrics::install();
         let store = TrackStore::new(config.data_dir.clone());
         store.prepare().map_err(data_error)?;
         let pool = db::connect(&config.database_url())?;
@@ -62,7 +65,11 @@ impl Application {
             store,
             registry,
         };
-        let server = serve(state.clone(), listener).map_err(StartError::Serve)?;
+        let tls = match (&state.config.tls_cert, &state.config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_config(cert, key).map_err(StartError::Tls)?),
+            _ => None,
+        };
+        let server = serve(state.clone(), listener, tls).map_err(StartError::Serve)?;
         Ok(Application {
             server,
             port,
@@ -81,13 +88,51 @@ impl Application {
         if handle_signals {
             tokio::spawn(stop_on_signal(self.state.clone(), self.server.handle()));
         }
+        // Repaired and bound: a systemd `Type=notify` unit is started now (a no-op elsewhere).
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         let result = self.server.await;
         stop_sweeper.cancel();
         result
     }
 }
 
-fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
+/// The certificate chain and key of `--tls-cert` and `--tls-key` (PEM); errors name the flag.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("--tls-cert {}: {error}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "--tls-cert {}: no certificate in it",
+            cert.display()
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| format!("--tls-key {}: {error}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("--tls-cert: {error}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|error| {
+            format!(
+                "--tls-key {}: does not fit --tls-cert: {error}",
+                key.display()
+            )
+        })
+}
+
+fn serve(
+    state: AppState,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<Server> {
     let data = web::Data::new(state);
     // One for all workers: an address's failures count wherever its requests land.
     let attempts = web::Data::new(access::Attempts::default());
@@ -100,15 +145,19 @@ fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
             .configure(access::configure)
             .configure(routes::configure)
     })
-    .on_connect(routes::ws::remember_connection)
-    .listen(listener)?
-    .disable_signals()
-    .shutdown_timeout(5)
-    // The default 1 s makes every socket close linger; a closing peer gets 200 ms.
-    .client_disconnect_timeout(Duration::from_millis(200))
-    .max_connections(100_000)
-    .backlog(4096)
-    .run();
+    .on_connect(routes::ws::remember_connection);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    let server = server
+        .disable_signals()
+        .shutdown_timeout(5)
+        // The default 1 s makes every socket close linger; a closing peer gets 200 ms.
+        .client_disconnect_timeout(Duration::from_millis(200))
+        .max_connections(100_000)
+        .backlog(4096)
+        .run();
     Ok(server)
 }
 
@@ -117,6 +166,7 @@ fn serve(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
 async fn stop_on_signal(state: AppState, server: ServerHandle) {
     wait_for_signal().await;
     tracing::info!("shutting down: finalizing every open track");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     server.pause().await;
     state.registry.close_all().await;
     if let Err(error) = sweeper::flush_heartbeats(&state).await {
@@ -141,12 +191,53 @@ async fn wait_for_signal() {
     }
 }
 
+/// One track that crash repair changed.
+#[derive(Debug, Clone)]
+pub struct Repaired {
+    pub path: std::path::PathBuf,
+    pub data_bytes: u64,
+    pub truncated: u64,
+    pub header_fixed: bool,
+}
+
+/// `safetake repair DIR`: what start-up does to a data directory, without serving. Prints one
+/// line per repaired track (or that nothing needed it).
+pub fn repair_data_dir(config: &Config, dir: &std::path::Path) -> Result<(), String> {
+    let mut config = config.clone();
+    config.data_dir = dir.to_path_buf();
+    let store = TrackStore::new(config.data_dir.clone());
+    store
+        .prepare()
+        .map_err(|error| format!("{}: {error}", dir.display()))?;
+    let pool = db::connect(&config.database_url()).map_err(|e| e.to_string())?;
+    let repaired = repair_tracks(&pool, &store).map_err(|e| e.to_string())?;
+    if repaired.is_empty() {
+        println!("nothing to repair in {}", dir.display());
+    }
+    for track in &repaired {
+        println!(
+            "repaired {}: {} data bytes, {} torn bytes cut, header {}",
+            track.path.display(),
+            track.data_bytes,
+            track.truncated,
+            if track.header_fixed {
+                "rewritten"
+            } else {
+                "was right"
+            }
+        );
+    }
+    Ok(())
+}
+
 /// After any crash: every track of a session that was not finished is made playable, its
 /// header matched to the whole blocks on disk, and the database's `data_bytes` set to that
 /// count. Completed sessions were synced and finalized, so their files are not opened. A row
 /// that does not parse, or a file whose header cannot be read, is logged and left exactly as
 /// it is (nothing is guessed, nothing is cut); the other tracks are repaired all the same.
-fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<(), StartError> {
+/// Returns the tracks whose file it changed.
+pub fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<Vec<Repaired>, StartError> {
+    let mut repaired = Vec::new();
     let mut conn = pool.get().map_err(|e| StartError::Repair(e.to_string()))?;
     let tracks =
         db::tracks::unfinished(&mut conn).map_err(|e| StartError::Repair(e.to_string()))?;
@@ -173,6 +264,13 @@ fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<(), StartError> {
                 truncated = report.truncated,
                 "repaired track after a crash"
             );
+            crate::metrics::repaired();
+            repaired.push(Repaired {
+                path: path.clone(),
+                data_bytes: report.data_bytes,
+                truncated: report.truncated,
+                header_fixed: report.header_fixed,
+            });
         }
         if report.data_bytes != track.data_bytes {
             db::tracks::set_data_bytes(
@@ -184,7 +282,7 @@ fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<(), StartError> {
             .map_err(|e| StartError::Repair(e.to_string()))?;
         }
     }
-    Ok(())
+    Ok(repaired)
 }
 
 /// Lets the process hold one file and one socket per stream beyond the usual 1024.

@@ -39,6 +39,7 @@ pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<SessionId>
     let timed_out = state
         .db(move |conn| db::sessions::time_out_silent(conn, cutoff))
         .await?;
+    crate::metrics::sessions_timed_out(timed_out.len());
     for id in &timed_out {
         tracing::info!(session = %id, "session timed out (incomplete)");
         state
@@ -49,6 +50,38 @@ pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<SessionId>
     Ok(timed_out)
 }
 
+/// Completed sessions deleted per query; the sweep goes on until none is left.
+const RETENTION_BATCH: i64 = 100;
+
+/// `--retention`: deletes every completed session completed longer than `retention` ago, with
+/// its files, in batches; returns how many. Active and incomplete sessions never match.
+pub async fn delete_expired(state: &AppState, retention: Duration) -> Result<usize, ApiError> {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let cutoff = domain::now()
+        .checked_sub_signed(retention)
+        .unwrap_or(chrono::NaiveDateTime::MIN);
+    let mut deleted = 0;
+    loop {
+        let batch = state
+            .db(move |conn| db::sessions::completed_before(conn, cutoff, RETENTION_BATCH))
+            .await?;
+        let full = batch.len() as i64 == RETENTION_BATCH;
+        for id in &batch {
+            crate::lifecycle::delete(state, id).await?;
+            deleted += 1;
+        }
+        if !batch.is_empty() {
+            tracing::info!(
+                sessions = batch.len(),
+                "retention: deleted completed sessions past --retention"
+            );
+        }
+        if !full {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// The periodic task, until `stop` is cancelled.
 pub async fn run(state: AppState, stop: CancellationToken) {
     let mut interval = tokio::time::interval(state.config.sweep_interval);
@@ -57,8 +90,14 @@ pub async fn run(state: AppState, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = interval.tick() => {
+                crate::metrics::upkeep();
                 if let Err(error) = sweep(&state, state.config.session_timeout).await {
                     tracing::warn!(%error, "sweep failed; retrying at the next interval");
+                }
+                if let Some(retention) = state.config.retention {
+                    if let Err(error) = delete_expired(&state, retention).await {
+                        tracing::warn!(%error, "retention sweep failed; retrying at the next interval");
+                    }
                 }
             }
         }

@@ -19,6 +19,8 @@ pub struct SessionView {
     pub last_heartbeat: String,
     pub completed_at: Option<String>,
     pub stop_requested_at: Option<String>,
+    /// When `--retention` deletes it: completed sessions only, null without retention.
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,8 +63,22 @@ pub struct SegmentView {
     pub started_at: String,
 }
 
-/// A session as stored, with the heartbeat heard in memory if it is newer.
-pub fn session_view(row: &SessionRow, live_heartbeat: Option<NaiveDateTime>) -> SessionView {
+/// A session as stored, with the heartbeat heard in memory if it is newer, and when
+/// `retention` (if any) will delete it.
+pub fn session_view(
+    row: &SessionRow,
+    live_heartbeat: Option<NaiveDateTime>,
+    retention: Option<std::time::Duration>,
+) -> SessionView {
+    let expires_at = match (row.status, row.completed_at, retention) {
+        (SessionStatus::Completed, Some(completed), Some(retention)) => {
+            chrono::Duration::from_std(retention)
+                .ok()
+                .and_then(|retention| completed.checked_add_signed(retention))
+                .map(format_timestamp)
+        }
+        _ => None,
+    };
     let heartbeat = live_heartbeat.map_or(row.last_heartbeat, |live| live.max(row.last_heartbeat));
     SessionView {
         id: row.id.to_string(),
@@ -72,6 +88,7 @@ pub fn session_view(row: &SessionRow, live_heartbeat: Option<NaiveDateTime>) -> 
         last_heartbeat: format_timestamp(heartbeat),
         completed_at: row.completed_at.map(format_timestamp),
         stop_requested_at: row.stop_requested_at.map(format_timestamp),
+        expires_at,
     }
 }
 

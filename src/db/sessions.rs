@@ -250,6 +250,28 @@ pub fn time_out_silent(
     })
 }
 
+/// Up to `limit` completed sessions completed before `cutoff`, the oldest first: what
+/// `--retention` deletes next. Only `completed` rows ever match.
+pub fn completed_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<SessionId>> {
+    let ids: Vec<String> = sessions::table
+        .filter(sessions::status.eq(COMPLETED))
+        .filter(sessions::completed_at.lt(cutoff))
+        .order(sessions::completed_at.asc())
+        .limit(limit)
+        .select(sessions::id)
+        .load(conn)?;
+    ids.into_iter()
+        .map(|id| {
+            SessionId::try_from(id)
+                .map_err(|error| diesel::result::Error::DeserializationError(Box::new(error)))
+        })
+        .collect()
+}
+
 /// After a conditional UPDATE: the row if it happened, otherwise why not.
 fn outcome(conn: &mut DbConnection, id: &SessionId, updated: usize) -> Transition {
     let row = find(conn, id)?;

@@ -279,6 +279,7 @@ impl Writer {
                     return Err(error);
                 }
                 if let Some(old) = self.current.take() {
+                    crate::metrics::takeover();
                     let _ = old
                         .outbound
                         .send(Outbound::Close(Closing::quiet(CloseReason::Replaced)));
@@ -381,6 +382,7 @@ impl Writer {
             return Ok(());
         }
         self.pending.extend_from_slice(fresh);
+        crate::metrics::bytes_received(fresh.len());
         self.written += fresh.len() as u64;
         self.shared.written.store(self.written, Ordering::Release);
         if self.pending.len() >= EARLY_SYNC_BYTES {
@@ -418,7 +420,7 @@ impl Writer {
         let next_buffer = std::mem::take(&mut self.spare);
         let mut buffer = std::mem::replace(&mut self.pending, next_buffer);
         self.job = Some(tokio::task::spawn_blocking(move || {
-            let result = file.append_and_sync(&[&buffer]);
+            let result = crate::metrics::timed_sync(|| file.append_and_sync(&[&buffer]));
             buffer.clear();
             (file, buffer, result)
         }));
@@ -431,6 +433,7 @@ impl Writer {
         let (file, buffer, result) = done.map_err(io::Error::other)?;
         self.file = Some(file);
         self.spare = buffer;
+        crate::metrics::bytes_acked(self.synced, *result.as_ref().unwrap_or(&self.synced));
         self.synced = result?;
         self.shared.synced.store(self.synced, Ordering::Release);
         self.ack_synced();

@@ -4,10 +4,12 @@
 
 pub mod api;
 pub mod archive;
+pub mod assets;
 pub mod download;
 pub mod extract;
 pub mod invites;
 pub mod join;
+pub mod metrics;
 pub mod pages;
 pub mod ws;
 
@@ -21,4 +23,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
     invites::configure(cfg);
     join::configure(cfg);
     pages::configure(cfg);
+    assets::configure(cfg);
+    metrics::configure(cfg);
 }

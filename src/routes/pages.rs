@@ -1,9 +1,6 @@
 //! The pages: `/` (the history, rendered here from the database), `/record` (the recorder's
-//! shell; its logic lives in `static/`), and the files of `static/` themselves.
+//! shell; its logic lives in `static/`, served by `assets`).
 
-use actix_files::Files;
-use actix_web::http::header;
-use actix_web::middleware::DefaultHeaders;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::HttpResponse;
 use maud::{html, Markup, DOCTYPE};
@@ -16,8 +13,6 @@ use crate::lifecycle::{self, MAX_TITLE_CHARS};
 use crate::state::AppState;
 use crate::views::{SessionDetail, SessionView, TrackView};
 
-/// Baked in at build time, so the pages work whatever directory the server starts in.
-const STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
 /// The history shows the newest sessions; the API pages through the rest.
 const HISTORY_LIMIT: i64 = 100;
 /// The banner names this many interrupted sessions and counts the others.
@@ -25,13 +20,7 @@ const BANNER_LIMIT: i64 = 10;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/", web::get().to(history))
-        .route("/record", web::get().to(recorder))
-        .service(
-            // `no-cache` revalidates (ETag): an upgraded server never runs a stale recorder.
-            web::scope("/static")
-                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-cache")))
-                .service(Files::new("", STATIC_DIR)),
-        );
+        .route("/record", web::get().to(recorder));
 }
 
 /// What the history page shows: the newest sessions with their tracks, and the interrupted ones.
@@ -214,6 +203,9 @@ fn session_card(detail: &SessionDetail) -> Markup {
                 " · last heard " (time(&session.last_heartbeat))
                 @if let Some(completed) = &session.completed_at {
                     " · completed " (time(completed))
+                }
+                @if let Some(expires) = &session.expires_at {
+                    span.expires data-testid="expires" { " · deleted " (time(expires)) " (retention)" }
                 }
             }
             div.actions {
@@ -423,6 +415,7 @@ mod tests {
                 last_heartbeat: "2026-11-25T16:38:00.000Z".into(),
                 completed_at: None,
                 stop_requested_at: None,
+                expires_at: None,
             },
             tracks: Vec::new(),
         };

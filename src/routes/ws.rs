@@ -184,6 +184,7 @@ impl Socket {
         mut outbound: mpsc::UnboundedReceiver<Outbound>,
         ready_offset: u64,
     ) {
+        let _open = crate::metrics::SocketOpen::new();
         let ready = ServerMessage::Ready {
             session_id: self.session.as_str(),
             track: self.track.as_str(),
@@ -218,6 +219,7 @@ impl Socket {
         let connection = self.connection.as_ref();
         let code = match ending {
             Ending::Close(closing) => {
+                crate::metrics::socket_closed(closing.reason);
                 if let Some(error) = closing.error_message() {
                     sent_in_time(patience, session.text(error.to_json())).await;
                 }
@@ -506,7 +508,11 @@ struct ConnectionFd(RawFd);
 
 /// `HttpServer::on_connect` hook: notes each connection's descriptor for [`Connection::of`].
 pub fn remember_connection(connection: &dyn Any, data: &mut actix_web::dev::Extensions) {
-    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    use actix_web::rt::net::TcpStream;
+    if let Some(stream) = connection.downcast_ref::<TcpStream>() {
         data.insert(ConnectionFd(stream.as_raw_fd()));
+    } else if let Some(stream) = connection.downcast_ref::<TlsStream<TcpStream>>() {
+        data.insert(ConnectionFd(stream.get_ref().0.as_raw_fd()));
     }
 }

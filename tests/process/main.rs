@@ -5,6 +5,7 @@
 mod audio;
 mod crash;
 mod faults;
+mod ops;
 mod server;
 mod shutdown;
 mod stored;
