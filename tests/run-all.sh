@@ -31,7 +31,7 @@ for need in /usr/bin/chromium:chromium /usr/bin/firefox-esr:firefox-esr /usr/bin
 done
 if (( ${#missing[@]} > 0 )); then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if ! command -v geckodriver >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" ]]; then
     cargo install geckodriver --version 0.37.1 --locked --quiet

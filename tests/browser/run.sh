@@ -27,9 +27,10 @@ if wants webkit; then
   need /usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser libwebkit2gtk-4.1-0
   need /usr/bin/Xvfb xvfb
 fi
+# With their Recommends, as tested: WebKit's mock microphone runs on GStreamer's plugins.
 if (( ${#missing[@]} > 0 )); then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 GECKODRIVER="${GECKODRIVER:-$(command -v geckodriver || echo "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver")}"
 export GECKODRIVER

@@ -198,6 +198,11 @@ function testAudio(seconds = 3) {
   return audio;
 }
 
+/** A refusal as the contract words it: 403 and the error code, through the proxy untouched. */
+function assertRefused(status, body, code, what) {
+  assert(status === 403 && body?.error === code, `${what} is refused with 403 ${code} (${status} ${JSON.stringify(body)})`);
+}
+
 const deployment = (port) => ({ host: `${NAME}:${port}`, origin: `http://${NAME}:${port}` });
 
 async function hostAndOriginRules(scope, { proxy }) {
@@ -207,14 +212,14 @@ async function hostAndOriginRules(scope, { proxy }) {
     request(proxy.port, { method: 'POST', path: '/api/sessions', headers: { 'content-type': 'application/json', ...headers }, body: '{}' });
 
   const foreignHost = await list({ host: `${FOREIGN_NAME}:${proxy.port}` });
-  assert(foreignHost.status === 403 && json(foreignHost).error === 'forbidden_host', `a foreign Host is refused (${foreignHost.status} ${foreignHost.body})`);
+  assertRefused(foreignHost.status, json(foreignHost), 'forbidden_host', 'a foreign Host');
   const page = await request(proxy.port, { path: '/record', headers: { host: FOREIGN_NAME } });
   assert(page.status === 403, `a foreign Host gets no page either (${page.status})`);
   const ours = await list({ host });
   assert(ours.status === 200, `the deployment's name (--allowed-host) is served (${ours.status} ${ours.body})`);
 
   const foreign = await create({ host, origin: FOREIGN_ORIGIN });
-  assert(foreign.status === 403 && json(foreign).error === 'forbidden_origin', `a foreign Origin changes nothing (${foreign.status} ${foreign.body})`);
+  assertRefused(foreign.status, json(foreign), 'forbidden_origin', 'a change from a foreign Origin');
   const sameSite = await create({ host, origin });
   assert(sameSite.status === 201, `the deployment's own origin creates a session (${sameSite.status} ${sameSite.body})`);
   const other = await create({ host, origin: OTHER_ORIGIN });
@@ -223,9 +228,9 @@ async function hostAndOriginRules(scope, { proxy }) {
 
   const target = `/api/session/${id}/ws?track=mic`;
   const refused = await openSocket(proxy.port, target, { host, origin: FOREIGN_ORIGIN });
-  assert(refused.refused === 403 && refused.body.error === 'forbidden_origin', `a socket from a foreign Origin is refused (${JSON.stringify(refused)})`);
+  assertRefused(refused.refused, refused.body, 'forbidden_origin', 'a socket from a foreign Origin');
   const rebound = await openSocket(proxy.port, target, { host: FOREIGN_NAME, origin: `http://${FOREIGN_NAME}` });
-  assert(rebound.refused === 403 && rebound.body.error === 'forbidden_host', `a socket on a foreign Host is refused (${JSON.stringify(rebound)})`);
+  assertRefused(rebound.refused, rebound.body, 'forbidden_host', 'a socket on a foreign Host');
   const allowed = await openSocket(proxy.port, target, { host, origin: OTHER_ORIGIN });
   assert(allowed.socket, `a socket from an --allowed-origin opens (${JSON.stringify(allowed.refused ? allowed : 'open')})`);
   await allowed.next((m) => m.type === 'ready', 'ready');

@@ -14,7 +14,7 @@ missing=()
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if (( ${#missing[@]} > 0 )); then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 SAFETAKE_BIN="$(realpath -m "${SAFETAKE_BIN:-../../target/release/safetake}")"

@@ -15,10 +15,16 @@ import { browserEnvironment, clearStaleLock, launchWebDriverBrowser } from '../l
 const CONNECTION = '[data-testid=connection]';
 const trackRow = (name = 'mic') => `[data-testid=track][data-track="${name}"]`;
 
-/** What each fake microphone sounds like: its tone, and the least share of windows holding it. */
+/**
+ * What each fake microphone sounds like: its tone, the least share of windows holding it, and
+ * how many lone silent windows may be. Under load WebKit's mock source now and then lets its
+ * graph run dry for a moment, and Web Audio plays silence for what is missing (seen: one silent
+ * 100 ms window in 4 s, beside Chromium's guest scenarios): the page numbers and sends it like
+ * any other audio. Never two in a row; Firefox's sine is made inside its audio graph: never.
+ */
 const FAKE_MIC = {
-  firefox: { hz: 1000, share: 0.9 },
-  webkit: { hz: 150, share: 0.6 },
+  firefox: { hz: 1000, share: 0.9, loneSilence: 0 },
+  webkit: { hz: 150, share: 0.6, loneSilence: 0.03 },
 };
 
 /**
@@ -28,12 +34,15 @@ const FAKE_MIC = {
  * starts the sine anew, though by chance in nearly the same phase, so no jump is required there).
  */
 function assertFakeMic(kind, audio, what, takeStarts = []) {
-  const { hz, share } = FAKE_MIC[kind];
-  const report = toneReport(audio.samples, audio.sampleRate, [hz]);
+  const { hz, share, loneSilence } = FAKE_MIC[kind];
+  const report = toneReport(audio.samples, audio.sampleRate, [hz]); // 100 ms windows
   const total = report.windows.length;
   const summary = JSON.stringify(report.counts);
   assert(total > 0, `${what}: some audio`);
-  assert(report.counts.silent === 0, `${what}: no silent stretch (${summary})`);
+  const silentAt = report.windows.flatMap((label, i) => (label === 'silent' ? [i] : []));
+  const where = `${summary}; silent windows at ${silentAt.map((i) => (i / 10).toFixed(1)).join(', ')} s`;
+  assert(silentAt.every((i, n) => n === 0 || i !== silentAt[n - 1] + 1), `${what}: no silent stretch (${where})`);
+  assert(silentAt.length <= Math.floor(total * loneSilence), `${what}: hardly a silent moment (${where})`);
   assert(report.counts[hz] >= total * share, `${what}: ${kind}'s fake microphone (${hz} Hz) in most of it (${summary})`);
   if (kind !== 'firefox') return summary;
   const jumps = sineJumps(audio.samples, hz, audio.sampleRate);

@@ -42,7 +42,7 @@ export async function run(scope) {
   const offer = page.locator('#recovery li', { hasText: TITLE });
   await offer.waitFor();
   assert(/kept in this browser/.test(await offer.textContent()), 'the recorder says this browser holds audio of it');
-  await offer.getByRole('link', { name: 'Resume' }).click();
+  await offer.getByTestId('resume').click(); // the contract's hook (a link with role=button since the server renders the banner)
   await page.waitForURL(`**/record?session=${id}`);
   await waitFor(async () => (await trackOf(again, id, 'mic')).dataBytes >= numbered, {
     timeout: 10_000,
