@@ -146,7 +146,8 @@ async fn decide(req: &ServiceRequest) -> Result<Option<Guest>, HttpResponse> {
         }
     }
     let unauthorized = || {
-        if path.starts_with("/api/") || expected.is_none() {
+        // Scrapers and scripts (API, /metrics) read a status; people on pages are sent to log in.
+        if path.starts_with("/api/") || path == "/metrics" || expected.is_none() {
             ApiError::Unauthorized(
                 "a valid token is required (Authorization: Bearer, or log in)".into(),
             )

@@ -193,7 +193,12 @@ pub async fn revoke_invite(
         .close_invite(session, &revoked.track, invite)
         .await;
     tracing::info!(session = %session, invite = %invite, track = %revoked.track, "invite revoked");
-    Ok(())
+    // A revoked guest sends nothing more: a stop for everyone no longer waits for that track.
+    let (key, track) = (session.clone(), revoked.track.clone());
+    state
+        .db(move |conn| db::tracks::set_done(conn, &key, &track, true))
+        .await?;
+    finish_if_all_done(state, session).await.map(drop)
 }
 
 /// Stop for everyone: the stop is recorded, every socket of the session hears `stop`, and the

@@ -26,7 +26,7 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 missing=()
 for need in /usr/bin/chromium:chromium /usr/bin/firefox-esr:firefox-esr /usr/bin/pulseaudio:pulseaudio \
     /usr/bin/WebKitWebDriver:webkit2gtk-driver /usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser:libwebkit2gtk-4.1-0 \
-    /usr/bin/Xvfb:xvfb /usr/sbin/nginx:nginx /usr/bin/caddy:caddy; do
+    /usr/bin/Xvfb:xvfb /usr/sbin/nginx:nginx /usr/bin/caddy:caddy /usr/bin/systemd-analyze:systemd; do
     [[ -e "${need%%:*}" ]] || missing+=("${need#*:}")
 done
 if (( ${#missing[@]} > 0 )); then

@@ -278,6 +278,9 @@ fn track_item(session: &SessionView, track: &TrackView) -> Markup {
         li.track data-track=(track.name) {
             div.track-meta {
                 strong { (track.name) }
+                @if let Some(participant) = &track.participant {
+                    span.participant { (participant) }
+                }
                 span { (human_size(track.size_bytes)) }
                 span { (duration(track.duration_ms)) }
                 span.muted { (track.sample_rate) " Hz" }

@@ -781,6 +781,51 @@ async fn a_stop_waits_for_a_gone_client_that_comes_back_and_gets_stop_after_read
 }
 
 #[tokio::test]
+async fn revoking_a_gone_guest_ends_the_wait_of_a_stop() {
+    let app = spawn_app().await;
+    let host = Host {
+        app: &app,
+        token: None,
+    };
+    let id = host.create_session().await;
+    let invite = host.invite(&id, "sam", "Sam").await;
+    let token = token_of(&invite);
+    let (mut mic, _) = host.socket(&id, "mic").await;
+    let (mut sam, _) = guest_socket(&app, &id, "sam", &token).await.unwrap();
+    let sam_audio = pcm(22, 9_600);
+    send_audio(&mut sam, 0, &sam_audio).await;
+    sam.flush(9_600).await;
+    drop(sam);
+    assert_eq!(
+        host.post(&format!("/api/session/{id}/stop"), None)
+            .await
+            .status(),
+        202
+    );
+    next_besides_acks(&mut mic, "stop").await;
+    send_rest_and_done(&mut mic, 0, &pcm(23, 4_800)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        host.get_json(&format!("/api/session/{id}")).await["status"],
+        "active"
+    );
+    // The host gives up on Sam by revoking the invite: nothing more can come from that track.
+    let revoke = format!(
+        "/api/session/{id}/invites/{}",
+        invite["id"].as_str().unwrap()
+    );
+    let response = app.http.delete(app.url(&revoke)).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(mic.expect_close().await.code, 1000);
+    let session = host.get_json(&format!("/api/session/{id}")).await;
+    assert_eq!(session["status"], "completed", "{session}");
+    assert_eq!(read_wav_data(&app.track_path(&id, "sam")), sam_audio);
+    // The history page names who recorded the track.
+    let history = app.get("/").await.text().await.unwrap();
+    assert!(history.contains(r#"<span class="participant">Sam</span>"#));
+}
+
+#[tokio::test]
 async fn finish_ends_the_wait_and_resume_calls_the_stop_off() {
     let app = spawn_app().await;
     let host = Host {

@@ -189,13 +189,22 @@ async fn reconnecting_continues_at_ready_offset_and_records_a_segment() {
     assert_eq!(ready["offset"], 1000);
     socket.send_frame(1000, &audio[1000..]).await;
     socket.flush(3000).await;
-    let track = app.track(&id, "mic").await;
-    let offsets: Vec<u64> = track["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["offset"].as_u64().unwrap())
-        .collect();
+    // Segments are written off the attach path (`ready` never waits for the database): give
+    // the second one a bounded moment to land.
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    let (track, offsets) = loop {
+        let track = app.track(&id, "mic").await;
+        let offsets: Vec<u64> = track["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["offset"].as_u64().unwrap())
+            .collect();
+        if offsets.len() >= 2 || std::time::Instant::now() > deadline {
+            break (track, offsets);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(offsets, vec![0, 1000]);
     let segments = track["segments"].as_array().unwrap();
     assert!(
