@@ -133,6 +133,12 @@ pub enum ServerMessage<'a> {
     Finished,
     /// The host stopped the recording for everyone: stop capturing, send the rest, then `done`.
     Stop,
+    /// The answer to a client's `clock`: its time back, and the server's (ms since the epoch).
+    #[serde(rename_all = "camelCase")]
+    Clock {
+        client_time: f64,
+        server_time: f64,
+    },
     #[serde(rename_all = "camelCase")]
     Error {
         code: &'a str,
@@ -170,6 +176,18 @@ pub enum ClientCommand {
     },
     /// The client has sent all it will send.
     Done,
+    /// A clock exchange: the server answers at once with its own time.
+    #[serde(rename_all = "camelCase")]
+    Clock {
+        client_time: f64,
+    },
+    /// The sample at byte `offset` was captured at server time `captured_at` (ms since the
+    /// epoch). Checked here; not stored yet (see the README's Export and import).
+    #[serde(rename_all = "camelCase")]
+    Mark {
+        offset: u64,
+        captured_at: f64,
+    },
 }
 
 /// A text message over this is refused with 1009 before it is parsed.
@@ -187,7 +205,7 @@ impl ClientCommand {
         serde_json::from_str(text).map_err(|_| {
             Closing::new(
                 CloseReason::BadMessage,
-                "expected a command: flush, finish, backlog (with bytes) or done",
+                "expected a command: flush, finish, backlog (with bytes), done, clock or mark",
             )
         })
     }

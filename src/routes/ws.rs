@@ -380,6 +380,26 @@ impl Socket {
                 None
             }
             ClientCommand::Done => self.done(session, outbound).await,
+            ClientCommand::Clock { client_time } => {
+                let server_time = chrono::Utc::now().timestamp_micros() as f64 / 1000.0;
+                let answer = ServerMessage::Clock {
+                    client_time,
+                    server_time,
+                };
+                let patience = self.state.config.ping_interval;
+                let sent = sent_in_time(patience, session.text(answer.to_json())).await;
+                (!sent).then_some(Ending::Drop("the client reads nothing"))
+            }
+            ClientCommand::Mark { offset, .. } => {
+                // A mark must name a whole block; anything else is a malformed message.
+                if !offset.is_multiple_of(self.format.block_size()) {
+                    return Some(Ending::Close(Closing::new(
+                        CloseReason::BadMessage,
+                        "a mark's offset is a whole number of blocks",
+                    )));
+                }
+                None
+            }
         }
     }
 

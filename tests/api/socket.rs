@@ -460,3 +460,40 @@ async fn a_full_track_refuses_the_frame_with_4413() {
     assert_eq!(closed.messages.last().unwrap()["code"], "track_full");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 44 + max_data);
 }
+
+#[tokio::test]
+async fn clock_is_answered_at_once_and_marks_are_checked() {
+    let app = spawn_app().await;
+    let id = app.create_session().await;
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    let before = chrono::Utc::now().timestamp_millis() as f64;
+    socket
+        .send_text(r#"{"type":"clock","clientTime":1234.5}"#)
+        .await;
+    let answer = socket.next_json().await.expect("the clock answer");
+    let after = chrono::Utc::now().timestamp_millis() as f64;
+    assert_eq!(answer["type"], "clock", "{answer}");
+    assert_eq!(answer["clientTime"], 1234.5);
+    let server_time = answer["serverTime"].as_f64().unwrap();
+    assert!(
+        before - 1.0 <= server_time && server_time <= after + 1.0,
+        "{answer}"
+    );
+    // A well-formed mark is taken and the socket records on.
+    socket
+        .send_text(r#"{"type":"mark","offset":0,"capturedAt":1764600000000.25}"#)
+        .await;
+    socket.send_frame(0, &pcm(30, 960)).await;
+    assert_eq!(socket.flush(960).await, 960);
+    // A mark inside a block, or with a time that is not a number, is a malformed message.
+    for bad in [
+        r#"{"type":"mark","offset":3,"capturedAt":1}"#,
+        r#"{"type":"mark","offset":0,"capturedAt":"soon"}"#,
+    ] {
+        let (mut socket, _) = app.connect(&id, "track=mic").await;
+        socket.send_text(bad).await;
+        let closed = socket.expect_close().await;
+        assert_eq!(closed.code, 1003, "{bad}");
+        assert_eq!(closed.messages.last().unwrap()["code"], "bad_message");
+    }
+}
