@@ -296,6 +296,7 @@ function offerRescue(chunks, sampleRate) {
   const link = element('a', { className: 'button primary', href: url, download: file, textContent: 'Download the rest (WAV)' });
   link.dataset.testid = 'download-rest';
   ui.rescue.dataset.seconds = seconds.toFixed(3);
+  ui.rescue.dataset.offset = chunks[0].offset;
   ui.rescue.replaceChildren(
     element('h2', { textContent: `${seconds.toFixed(1)} s of your recording did not reach the host` }),
     element('p', {
