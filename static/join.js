@@ -88,12 +88,9 @@ const setup = element('div', { className: 'guest-setup' }, [
   element('div', { className: 'level-row' }, [ui.meter, ui.test]),
 ]);
 const controls = element('div', { className: 'controls' }, [ui.join, ui.leave]);
-const stats = element('dl', { className: 'stats' }, [
-  stat('Status', ui.state),
-  stat('Recorded', ui.elapsed),
-  stat('Connection', ui.connection),
-  stat('Not yet saved', ui.unsaved),
-]);
+/** What this page recorded and sent: nothing to show on an ended page that never recorded. */
+const activity = [stat('Recorded', ui.elapsed), stat('Connection', ui.connection), stat('Not yet saved', ui.unsaved)];
+const stats = element('dl', { className: 'stats' }, [stat('Status', ui.state), ...activity]);
 // The shell's own markup is what shows without script; the page replaces it with its own.
 root.classList.add('card', 'guest-page');
 root.replaceChildren(ui.title, ui.lead, ui.about, setup, controls, stats, ui.message, ui.rescue);
@@ -117,8 +114,18 @@ function setState(state) {
   ui.join.textContent = state === 'saved' || (state === 'ready' && guest.uplink?.acked > 0) ? 'Join again' : 'Join';
   ui.leave.disabled = state !== 'recording';
   ui.mic.disabled = ui.test.disabled = over || guest.stopped || state === 'saving';
-  setup.hidden = over;
-  controls.hidden = over;
+  // An ended page offers nothing to do but what it says (and the rescue, if any).
+  show(setup, !over);
+  show(controls, !over);
+  show(ui.about, !over);
+  for (const row of activity) show(row, !over || guest.uplink !== null);
+  if (over) ui.lead.textContent = 'This recording has ended.';
+}
+
+/** `hidden` alone loses to a stylesheet's `display` (the controls are a flex row). */
+function show(node, visible) {
+  node.hidden = !visible;
+  node.style.display = visible ? '' : 'none';
 }
 
 /** A phone that locks its screen may stop the page: while it records, the screen stays on. */
@@ -289,6 +296,7 @@ function offerRescue(chunks, sampleRate) {
   const link = element('a', { className: 'button primary', href: url, download: file, textContent: 'Download the rest (WAV)' });
   link.dataset.testid = 'download-rest';
   ui.rescue.dataset.seconds = seconds.toFixed(3);
+  ui.rescue.dataset.offset = chunks[0].offset;
   ui.rescue.replaceChildren(
     element('h2', { textContent: `${seconds.toFixed(1)} s of your recording did not reach the host` }),
     element('p', {
@@ -342,12 +350,19 @@ async function keptChunks() {
   return kept.find(({ meta }) => meta.track === config.track) ?? null;
 }
 
-/** An ended link: says so, and still offers whatever this browser kept of it. */
+/**
+ * An ended link: says so, and still offers whatever this browser kept of it (the server's
+ * ended page for a real invite gives its session and track, so reopening the link after the
+ * host finished still finds the audio this browser holds).
+ */
 async function showEnded(text) {
   setState('ended');
   say(text);
   const kept = config.session && config.track ? await keptChunks() : null;
-  if (kept?.chunks.length) offerRescue(kept.chunks, kept.meta.sampleRate);
+  if (kept?.chunks.length) {
+    say('This recording has ended, but this browser still holds audio of yours the host did not get.', 'warn');
+    offerRescue(kept.chunks, kept.meta.sampleRate);
+  }
 }
 
 async function open() {

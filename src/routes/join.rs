@@ -1,6 +1,8 @@
 //! `GET /join/<token>`: a guest's page. A working link sets the invite cookie (so the page's
 //! requests and socket carry the token) and serves the page's shell, whose logic lives in
 //! `static/join.js`; a link that no longer works gets a page that says the recording ended.
+//! A real invite's ended page still loads `static/join.js`, with the session and track, so a
+//! guest who reopens the link finds what their browser kept and can download it.
 
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -10,6 +12,7 @@ use crate::access;
 use crate::audio::AudioFormat;
 use crate::db;
 use crate::db::models::SessionRow;
+use crate::domain::TrackName;
 use crate::error::ApiError;
 use crate::guests::{self, Guest, TokenCheck};
 use crate::state::AppState;
@@ -39,7 +42,18 @@ async fn join_page(
                 guest_page(&session, &guest, format),
             ))
         }
-        TokenCheck::Ended(session) => Ok(ended(HttpResponse::Gone(), Some(&session))),
+        TokenCheck::Ended(session) => {
+            // The token is a real invite's (checked above): its track, for the page's rescue.
+            let hash = guests::token_hash(&token);
+            let track = state
+                .db(move |conn| db::invites::find_by_token_hash(conn, &hash))
+                .await?
+                .map(|(invite, _)| invite.track);
+            Ok(ended(
+                HttpResponse::Gone(),
+                Some((&session, track.as_ref())),
+            ))
+        }
         TokenCheck::Unknown => {
             access::count_failed_invite(&req);
             Ok(ended(HttpResponse::NotFound(), None))
@@ -112,10 +126,21 @@ fn guest_page(session: &SessionRow, guest: &Guest, stored: Option<AudioFormat>) 
     layout(&session.title, body, true)
 }
 
-/// An unknown or revoked link, or an ended session.
-fn ended(builder: HttpResponseBuilder, session: Option<&SessionRow>) -> HttpResponse {
+/// An unknown or revoked link, or an ended session. A real invite's page carries its session
+/// and track (`data-state="ended"`) and loads `static/join.js`, which offers as a WAV file
+/// whatever of that track this browser still holds; an unknown link's page has no script.
+fn ended(
+    builder: HttpResponseBuilder,
+    invite: Option<(&SessionRow, Option<&TrackName>)>,
+) -> HttpResponse {
+    let session = invite.map(|(session, _)| session);
+    let track = invite.and_then(|(_, track)| track);
     let body = html! {
-        section.card.guest-page {
+        section.card.guest-page
+            data-session-id=[session.map(|session| &session.id)]
+            data-track=[track]
+            data-title=[session.map(|session| &session.title)]
+            data-state=[session.map(|_| "ended")] {
             @if let Some(session) = session {
                 h1 { (session.title) }
             }
@@ -129,5 +154,5 @@ fn ended(builder: HttpResponseBuilder, session: Option<&SessionRow>) -> HttpResp
             }
         }
     };
-    access::html_page(builder, layout("Recording ended", body, false))
+    access::html_page(builder, layout("Recording ended", body, track.is_some()))
 }

@@ -467,7 +467,14 @@ async fn assert_ended_page(app: &TestApp, token: &str, status: u16) {
         html.contains(r#"data-testid="guest-state">ended</p>"#),
         "{html}"
     );
-    assert!(!html.contains("join.js"));
+    // A real invite's ended page loads join.js with its track, to offer what the browser kept;
+    // an unknown link's has no script.
+    assert_eq!(html.contains("/static/join.js"), status == 410, "{html}");
+    assert_eq!(
+        html.contains(r#"data-state="ended""#),
+        status == 410,
+        "{html}"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@ import { ARTIFACTS, Scope, withTimeout } from './lib/harness.mjs';
 import * as crashResume from './scenarios/crash-resume.mjs';
 import * as guestCrashAndStop from './scenarios/guest-crash-and-stop.mjs';
 import * as guestOffline from './scenarios/guest-offline.mjs';
+import * as guestOverTls from './scenarios/guest-over-tls.mjs';
+import * as guestReopenEnded from './scenarios/guest-reopen-ended.mjs';
 import * as guestScreenshots from './scenarios/guest-screenshots.mjs';
 import * as outageThenCrash from './scenarios/outage-then-crash.mjs';
 import * as rollover from './scenarios/rollover.mjs';
@@ -29,6 +31,8 @@ const SCENARIOS = [
   screenshots,
   guestCrashAndStop,
   guestOffline,
+  guestOverTls,
+  guestReopenEnded,
   guestScreenshots,
   rollover,
   stuckAudioEngine,

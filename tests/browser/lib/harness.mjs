@@ -2,9 +2,11 @@
 // and bounded waits. Everything a scenario starts is registered in its Scope and undone when
 // the scenario ends, pass or fail: processes are killed by process group, directories removed.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -172,25 +174,73 @@ async function reapGroup(pgid) {
   throw new Error(`processes of group ${pgid} outlived SIGKILL`);
 }
 
-/** The server binary on 127.0.0.1:`port`, answering /healthz; `restart` reuses port and data. */
-export async function startServer(scope, { port, dataDir, label = 'server', extraArgs = [] }) {
+/**
+ * The server binary on 127.0.0.1:`port`, answering /healthz; `restart` reuses port and data.
+ * With `tls` (from `selfSignedCert`) it serves HTTPS and WSS: `url` is `https://`, and
+ * `server.fetch` is a fetch that trusts that certificate (and nothing else).
+ */
+export async function startServer(scope, { port, dataDir, label = 'server', extraArgs = [], tls }) {
   await mkdir(scope.artifacts, { recursive: true });
-  const url = `http://127.0.0.1:${port}`;
-  const args = ['--bind', `127.0.0.1:${port}`, '--data-dir', dataDir, ...SERVER_FLAGS, ...extraArgs];
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const tlsArgs = tls ? ['--tls-cert', tls.certFile, '--tls-key', tls.keyFile] : [];
+  const args = ['--bind', `127.0.0.1:${port}`, '--data-dir', dataDir, ...SERVER_FLAGS, ...tlsArgs, ...extraArgs];
   const server = startProcess(scope, SERVER_BIN, args, scope.log(`${label}.log`));
+  const serverFetch = tls ? fetchTrusting(tls.cert) : fetch;
   await waitFor(
     async () => {
       if (!server.alive()) throw new Error(`the server exited; see ${scope.log(`${label}.log`)}`);
-      return (await fetch(`${url}/healthz`)).ok;
+      return (await serverFetch(`${url}/healthz`)).ok;
     },
     { timeout: 10_000, what: 'the server to answer /healthz' },
   );
-  return { ...server, url, port, dataDir };
+  return { ...server, url, port, dataDir, fetch: serverFetch };
+}
+
+/**
+ * A self-signed certificate for 127.0.0.1 and localhost, made by Debian's openssl in `dir`:
+ * its PEM files, the PEM text, and `spki`, the base64 SHA-256 of its public key (what
+ * Chromium's `--ignore-certificate-errors-spki-list` trusts).
+ */
+export async function selfSignedCert(dir) {
+  const certFile = path.join(dir, 'cert.pem');
+  const keyFile = path.join(dir, 'key.pem');
+  await new Promise((resolve, reject) => {
+    execFile('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+      '-subj', '/CN=safetake test', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout', keyFile, '-out', certFile,
+    ], { timeout: 10_000 }, (error, _stdout, stderr) => (error ? reject(new Error(`openssl: ${stderr || error.message}`)) : resolve()));
+  });
+  const cert = await readFile(certFile, 'utf8');
+  const publicKey = new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' });
+  return { certFile, keyFile, cert, spki: createHash('sha256').update(publicKey).digest('base64') };
+}
+
+/** `fetch` over node:https that trusts only `ca` (Node's own fetch takes no CA). */
+function fetchTrusting(ca) {
+  return (url, { method = 'GET', headers = {}, body } = {}) =>
+    new Promise((resolve, reject) => {
+      const request = https.request(url, { method, headers, ca, timeout: 10_000 }, (response) => {
+        const chunks = [];
+        response.on('data', (chunk) => chunks.push(chunk));
+        response.on('error', reject);
+        response.on('end', () => {
+          const status = response.statusCode;
+          const head = new Headers();
+          for (const [key, value] of Object.entries(response.headers)) head.set(key, [value].flat().join(', '));
+          const empty = status === 204 || status === 304 || method === 'HEAD';
+          resolve(new Response(empty ? null : Buffer.concat(chunks), { status, headers: head }));
+        });
+      });
+      request.on('timeout', () => request.destroy(new Error(`${method} ${url}: timed out`)));
+      request.on('error', reject);
+      request.end(body);
+    });
 }
 
 /** The JSON of an API call, failing on any non-2xx. */
 export async function api(server, method, apiPath, body) {
-  const response = await fetch(`${server.url}${apiPath}`, {
+  const response = await (server.fetch ?? fetch)(`${server.url}${apiPath}`, {
     method,
     headers: body ? { 'Content-Type': 'application/json' } : {},
     body: body ? JSON.stringify(body) : undefined,
@@ -247,10 +297,13 @@ export async function launchBrowser(scope, { userDataDir, wav, label = 'browser'
   context.setDefaultTimeout(15_000);
   context.setDefaultNavigationTimeout(15_000);
   const pageErrors = [];
+  const sockets = [];
   return {
     proc,
     context,
     pageErrors,
+    /** The URL of every WebSocket its pages opened. */
+    sockets,
     /** A new tab whose console and uncaught errors go to the scenario's artifacts. */
     async newPage() {
       const page = await context.newPage();
@@ -260,6 +313,7 @@ export async function launchBrowser(scope, { userDataDir, wav, label = 'browser'
         pageErrors.push(error);
         console.write(`[pageerror] ${error.stack}\n`);
       });
+      page.on('websocket', (socket) => sockets.push(socket.url()));
       scope.pages.push(page);
       return page;
     },

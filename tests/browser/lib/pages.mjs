@@ -70,7 +70,7 @@ export async function pageOffset(page, track = 'mic') {
 
 /** The track as the server serves it, parsed; its header must match its size. */
 export async function downloadTrack(server, id, track) {
-  const response = await fetch(`${server.url}/api/session/${id}/tracks/${track}.wav`);
+  const response = await (server.fetch ?? fetch)(`${server.url}/api/session/${id}/tracks/${track}.wav`);
   assert(response.ok, `GET ${track}.wav answers ${response.status}`);
   assert(response.headers.get('content-type') === 'audio/wav', 'a track is served as audio/wav');
   return parseWav(Buffer.from(await response.arrayBuffer()));

@@ -3,11 +3,12 @@
 // Sam's browser is killed (SIGKILL) and the roster shows Sam gone; Sam reopens the link in a
 // new browser with the same profile and the page uploads what it kept; the host's Stop stops
 // everyone and the session completes by itself. Each track holds only its own voice, for as
-// long as each recorded.
+// long as each recorded. `guestScenario` is the same with options: guest-over-tls runs it over
+// HTTPS and WSS.
 
 import path from 'node:path';
 import {
-  assert, freePort, getSession, launchBrowser, sleep, startServer, waitFor,
+  assert, freePort, getSession, launchBrowser, selfSignedCert, sleep, startServer, waitFor,
 } from '../lib/harness.mjs';
 import {
   assertOnlyTone, downloadTrack, inviteGuest, joinAsGuest, openRecorder, participant, startRecording,
@@ -21,11 +22,22 @@ export const timeoutMs = 120_000;
 const WITHIN_S = 0.5;
 
 export async function run(scope) {
+  return (await guestScenario(scope)).detail;
+}
+
+/**
+ * The scenario; with `tls`, the server serves a self-signed certificate made here, which the
+ * browsers trust by its key. Returns `{ detail, server, browsers }` (every browser it started).
+ */
+export async function guestScenario(scope, { tls = false } = {}) {
   const dir = await scope.tempDir('guest');
   const hostTone = await writeTone(dir, 440);
   const guestTone = await writeTone(dir, 660);
-  const server = await startServer(scope, { port: await freePort(), dataDir: path.join(dir, 'data') });
-  const hostBrowser = await launchBrowser(scope, { userDataDir: path.join(dir, 'host'), wav: hostTone, label: 'host' });
+  const cert = tls ? await selfSignedCert(dir) : null;
+  const server = await startServer(scope, { port: await freePort(), dataDir: path.join(dir, 'data'), tls: cert });
+  const extraFlags = cert ? [`--ignore-certificate-errors-spki-list=${cert.spki}`] : [];
+  const launch = (options) => launchBrowser(scope, { ...options, extraFlags });
+  const hostBrowser = await launch({ userDataDir: path.join(dir, 'host'), wav: hostTone, label: 'host' });
   const samProfile = path.join(dir, 'sam');
 
   const host = await openRecorder(hostBrowser, `${server.url}/record`);
@@ -37,7 +49,7 @@ export async function run(scope) {
   await participant(host, 'sam').waitFor();
 
   // Sam's first browser: joins, records 5 s, then dies.
-  const samBrowser = await launchBrowser(scope, { userDataDir: samProfile, wav: guestTone, label: 'sam-1' });
+  const samBrowser = await launch({ userDataDir: samProfile, wav: guestTone, label: 'sam-1' });
   const sam = await samBrowser.newPage();
   await sam.goto(url);
   const title = await sam.locator('h1').textContent();
@@ -53,7 +65,7 @@ export async function run(scope) {
 
   // 5 s later, the same link in a new browser process with the same profile.
   await sleep(5_000);
-  const samAgainBrowser = await launchBrowser(scope, { userDataDir: samProfile, wav: guestTone, label: 'sam-2' });
+  const samAgainBrowser = await launch({ userDataDir: samProfile, wav: guestTone, label: 'sam-2' });
   const samAgain = await samAgainBrowser.newPage();
   await samAgain.goto(url);
   await waitConnected(samAgain);
@@ -105,5 +117,6 @@ export async function run(scope) {
   );
   const errors = [...hostBrowser.pageErrors, ...samAgainBrowser.pageErrors];
   assert(errors.length === 0, `no script error (${errors.join('; ')})`);
-  return `mic ${mic.toFixed(2)} s ${result.mic.tones}, sam ${samSeconds.toFixed(2)} s ${result.sam.tones}; Stop completed the session in ${stopTook.toFixed(1)} s`;
+  const detail = `mic ${mic.toFixed(2)} s ${result.mic.tones}, sam ${samSeconds.toFixed(2)} s ${result.sam.tones}; Stop completed the session in ${stopTook.toFixed(1)} s`;
+  return { detail, server, browsers: [hostBrowser, samBrowser, samAgainBrowser] };
 }
