@@ -6,8 +6,9 @@
 
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
-use maud::{html, Markup, DOCTYPE};
+use maud::{html, Markup};
 
+use super::markup;
 use crate::access;
 use crate::audio::AudioFormat;
 use crate::db;
@@ -62,24 +63,8 @@ async fn join_page(
 }
 
 fn layout(title: &str, body: Markup, script: bool) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · safetake" }
-                link rel="icon" href="data:,";
-                link rel="stylesheet" href="/static/style.css";
-                @if script {
-                    script type="module" src="/static/join.js" {}
-                }
-            }
-            body.guest {
-                main { (body) }
-            }
-        }
-    }
+    let script = script.then_some("/static/join.js");
+    markup::document(title, script, Some("guest"), html! {}, body)
 }
 
 /// The shell `static/join.js` drives. Its data attributes: the session, the track and the
@@ -111,14 +96,7 @@ fn guest_page(session: &SessionRow, guest: &Guest, stored: Option<AudioFormat>) 
                 button #join .primary type="button" data-testid="join" { "Join" }
                 button #leave type="button" data-testid="leave" disabled { "Leave" }
             }
-            dl.stats {
-                div { dt { "Elapsed" } dd #elapsed data-testid="elapsed" { "0:00.0" } }
-                div {
-                    dt { "Connection" }
-                    dd #connection data-testid="connection" data-state="idle" { "idle" }
-                }
-                div { dt { "Not yet saved" } dd #unacked data-testid="unacked" { "0.0 s" } }
-            }
+            (markup::recording_stats())
             p #message .message role="status" aria-live="polite" {}
             section #leftover hidden {}
         }

@@ -1,6 +1,6 @@
 //! HTTP routes, one module per area: the REST API, track downloads, the socket, the pages.
-//! Each area registers its own resources; what they all decode lives in `extract`, so no
-//! area imports another's helpers.
+//! Each area registers its own resources; what they all decode lives in `extract` and the page
+//! pieces they share in `markup`, so no area imports another's helpers.
 
 pub mod api;
 pub mod archive;
@@ -9,6 +9,7 @@ pub mod download;
 pub mod extract;
 pub mod invites;
 pub mod join;
+pub mod markup;
 pub mod metrics;
 pub mod pages;
 pub mod ws;

@@ -3,8 +3,9 @@
 
 use actix_web::web::{self, ServiceConfig};
 use actix_web::HttpResponse;
-use maud::{html, Markup, DOCTYPE};
+use maud::{html, Markup};
 
+use super::markup;
 use crate::access;
 use crate::db;
 use crate::domain::SessionStatus;
@@ -103,30 +104,16 @@ enum Nav {
 
 fn layout(title: &str, current: Nav, script: &str, body: Markup) -> Markup {
     let here = |nav: Nav| (nav == current).then_some("page");
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · safetake" }
-                // No icon to fetch: the browser would ask for /favicon.ico and log a 404.
-                link rel="icon" href="data:,";
-                link rel="stylesheet" href="/static/style.css";
-                script type="module" src=(script) {}
-            }
-            body {
-                header.topbar {
-                    a.brand href="/" { "safetake" }
-                    nav {
-                        a href="/" aria-current=[here(Nav::History)] { "Recordings" }
-                        a href="/record" aria-current=[here(Nav::Record)] { "Record" }
-                    }
-                }
-                main { (body) }
+    let header = html! {
+        header.topbar {
+            a.brand href="/" { "safetake" }
+            nav {
+                a href="/" aria-current=[here(Nav::History)] { "Recordings" }
+                a href="/record" aria-current=[here(Nav::Record)] { "Record" }
             }
         }
-    }
+    };
+    markup::document(title, Some(script), None, header, body)
 }
 
 fn history_body(history: &History) -> Markup {
@@ -323,14 +310,7 @@ fn recorder_body(incomplete: &[SessionView], total: i64) -> Markup {
                 button #start .primary type="button" data-testid="start" { "Start recording" }
                 button #stop type="button" data-testid="stop" disabled { "Stop" }
             }
-            dl.stats {
-                div { dt { "Elapsed" } dd #elapsed data-testid="elapsed" { "0:00.0" } }
-                div {
-                    dt { "Connection" }
-                    dd #connection data-testid="connection" data-state="idle" { "idle" }
-                }
-                div { dt { "Not yet saved" } dd #unacked data-testid="unacked" { "0.0 s" } }
-            }
+            (markup::recording_stats())
             ul #tracks .live-tracks aria-label="Tracks" {}
             p #message .message role="status" aria-live="polite" {}
             section #result data-testid="result" hidden {
