@@ -167,6 +167,13 @@ async fn a_second_socket_takes_the_track_over_without_losing_a_byte() {
     old.send_frame(0, &audio[..4800]).await;
     old.flush(4800).await;
     old.send_frame(4800, &audio[4800..6400]).await;
+    // Once the writer holds the frame (not necessarily synced), a new socket takes over: the
+    // frame in the TCP buffers would otherwise race the attach.
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    while app.track(&id, "mic").await["dataBytes"] != 6400 {
+        assert!(std::time::Instant::now() < deadline, "the frame never reached the writer");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let (mut new, ready) = app.connect(&id, "track=mic").await;
     // The old socket's frames were drained before ready was read.
     assert_eq!(ready["offset"], 6400);
