@@ -122,13 +122,13 @@ async fn marks_are_served_in_order_as_sent_and_stored_by_the_finish() {
     // Not past the last mark: ignored, both of them.
     socket.send_text(&mark(1000, 1.5)).await;
     socket.send_text(&mark(2400, 2.5)).await;
-    socket.send_text(&mark(4800, 1_764_590_400_223.0625)).await;
+    socket.send_text(&mark(4800, 1_764_590_400_223.062_5)).await;
     socket.flush(4800).await;
     clock_round_trip(&mut socket).await;
     let expected = json!([
         {"offset": 0, "capturedAt": 1_764_590_400_123.25},
         {"offset": 2400, "capturedAt": 1_764_590_400_173.125},
-        {"offset": 4800, "capturedAt": 1_764_590_400_223.0625},
+        {"offset": 4800, "capturedAt": 1_764_590_400_223.062_5},
     ]);
     assert_eq!(marks_of(&app, &id, "mic").await, expected);
     let mut db = Db::open(&app);
