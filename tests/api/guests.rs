@@ -874,6 +874,12 @@ async fn a_stop_when_every_track_is_done_completes_at_once() {
     let id = host.create_session().await;
     let (mut mic, _) = host.socket(&id, "mic").await;
     send_rest_and_done(&mut mic, 0, &pcm(40, 960)).await;
+    // The ack that covers everything may come from a sync before `done` is handled: wait
+    // until the track shows done, as a host's roster would.
+    wait_for(&host, &id, "mic done", |session| {
+        session["tracks"][0]["done"] == true
+    })
+    .await;
     let response = host.post(&format!("/api/session/{id}/stop"), None).await;
     assert_eq!(response.status(), 202);
     let session: Value = response.json().await.unwrap();

@@ -171,7 +171,10 @@ async fn a_second_socket_takes_the_track_over_without_losing_a_byte() {
     // frame in the TCP buffers would otherwise race the attach.
     let deadline = std::time::Instant::now() + crate::helpers::WAIT;
     while app.track(&id, "mic").await["dataBytes"] != 6400 {
-        assert!(std::time::Instant::now() < deadline, "the frame never reached the writer");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the frame never reached the writer"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let (mut new, ready) = app.connect(&id, "track=mic").await;
