@@ -96,6 +96,17 @@ export async function inputDevices() {
   return devices.filter((d) => d.kind === 'audioinput' && d.deviceId);
 }
 
+/**
+ * The client time (`clientNow()`) at which the audio clock was at `frame`: the context's clock
+ * (`currentTime`, where the worklet works, which is where input arrives) is read together with
+ * performance.now(), and the chunk lies a few frames back from there. Read afresh for every
+ * chunk, so a sound card that runs fast or slow shows in the times. (`getOutputTimestamp` is
+ * smoother but lags by an output latency that browsers only learn once sound plays.)
+ */
+function captureTime(context, frame) {
+  return performance.timeOrigin + performance.now() - (context.currentTime - frame / context.sampleRate) * 1000;
+}
+
 export class Capture {
   #stopped;
   #stopping;
@@ -106,7 +117,8 @@ export class Capture {
 
   /**
    * Starts at once: each chunk, as little-endian 16-bit bytes, goes to `onChunk(pcm, frames)`,
-   * or is held until `attach` names where it goes.
+   * or is held until `attach` names where it goes. `pcm.capturedAt` is the client time
+   * (`clientNow()`) of its first sample, from the audio clock.
    */
   constructor(context, stream, { onChunk, onEnded } = {}) {
     this.stream = stream;
@@ -131,6 +143,7 @@ export class Capture {
         if (data.frames > 0) {
           firstAudio();
           const pcm = new Uint8Array(data.pcm);
+          if (Number.isFinite(data.startFrame)) pcm.capturedAt = captureTime(context, data.startFrame);
           if (this.#onChunk) this.#onChunk(pcm, data.frames);
           else this.#held.push([pcm, data.frames]);
         }
