@@ -184,6 +184,10 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
         .registry
         .close_session(id, CloseReason::Finished)
         .await;
+    // Its sockets are closed: every mark they sent is stored before the finish answers.
+    if let Err(error) = crate::sweeper::flush_marks(state, id).await {
+        tracing::warn!(session = %id, %error, "marks not stored at finish; the next sweep retries");
+    }
     state.registry.forget_backlogs(id);
     tracing::info!(session = %id, "session finished (completed)");
     Ok(row)
@@ -206,6 +210,7 @@ pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
     // Only a session that is not active can be deleted, so a socket here is a late one.
     state.registry.close_session(id, CloseReason::Revoked).await;
     state.registry.forget_backlogs(id);
+    state.registry.forget_marks(id);
     let (store, session) = (state.store.clone(), id.clone());
     let removed = tokio::task::spawn_blocking(move || store.remove_session(&session)).await;
     if let Ok(Err(error)) = removed {
@@ -263,6 +268,7 @@ pub async fn import(state: &AppState, staged: Staged) -> Result<SessionRow, ApiE
                     };
                     db::tracks::insert(conn, &track_row)?;
                     db::tracks::insert_segments(conn, &stored.id, &track.name, &track.segments)?;
+                    db::marks::insert(conn, &stored.id, &track.name, &track.marks)?;
                 }
                 Ok(())
             })

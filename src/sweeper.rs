@@ -1,4 +1,4 @@
-//! The sweeper: flushes the in-memory heartbeats in one batch, then marks `incomplete` every
+//! The sweeper: flushes the in-memory heartbeats and marks in one batch, then marks `incomplete` every
 //! active session silent past the timeout and closes its sockets with 4408. The periodic task
 //! and `POST /api/session/check-timeouts` run the same code.
 
@@ -12,20 +12,45 @@ use crate::error::ApiError;
 use crate::ingest::CloseReason;
 use crate::state::AppState;
 
-/// Writes every heartbeat heard since the last batch, in one transaction.
+/// Writes every heartbeat heard and every mark accepted since the last batch, in one
+/// transaction.
 pub async fn flush_heartbeats(state: &AppState) -> Result<(), ApiError> {
     let beats = state.registry.unflushed_heartbeats();
-    if beats.is_empty() {
+    let marks = state.registry.unflushed_marks(None);
+    if beats.is_empty() && marks.is_empty() {
         return Ok(());
     }
     let rows: Vec<_> = beats
         .iter()
         .map(|(id, millis)| (id.clone(), domain::from_millis(*millis)))
         .collect();
-    state
-        .db(move |conn| db::sessions::flush_heartbeats(conn, &rows))
+    let marks = state
+        .db(move |conn| {
+            diesel::Connection::transaction(conn, |conn| {
+                db::sessions::flush_heartbeats(conn, &rows)?;
+                db::marks::insert_batch(conn, &marks)
+            })?;
+            Ok(marks)
+        })
         .await?;
     state.registry.mark_flushed(&beats);
+    state.registry.marks_flushed(&marks);
+    Ok(())
+}
+
+/// Writes a session's pending marks (a finish: nothing accepted is left to a later sweep).
+pub async fn flush_marks(state: &AppState, session: &SessionId) -> Result<(), ApiError> {
+    let marks = state.registry.unflushed_marks(Some(session));
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let marks = state
+        .db(move |conn| {
+            db::marks::insert_batch(conn, &marks)?;
+            Ok(marks)
+        })
+        .await?;
+    state.registry.marks_flushed(&marks);
     Ok(())
 }
 

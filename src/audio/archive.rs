@@ -13,6 +13,7 @@ use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use super::store::{Snapshot, TrackStore};
 use super::{wav, AudioFormat, SampleFormat};
+use crate::db::marks::Mark;
 use crate::domain::{parse_timestamp, SessionId, TrackName};
 
 /// The manifest's name inside the archive.
@@ -91,6 +92,16 @@ pub struct ManifestTrack {
     pub segments: Vec<ManifestSegment>,
     #[serde(default)]
     pub done: bool,
+    /// Absent in archives made before marks were stored.
+    #[serde(default)]
+    pub marks: Vec<ManifestMark>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestMark {
+    pub offset: u64,
+    pub captured_at: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +128,7 @@ pub struct StagedTrack {
     pub data_bytes: u64,
     pub segments: Vec<(u64, chrono::NaiveDateTime)>,
     pub done: bool,
+    pub marks: Vec<Mark>,
 }
 
 /// Reads an uploaded archive and extracts its tracks into `dir` (a fresh staging directory
@@ -251,12 +263,14 @@ fn check_manifest(manifest: Manifest, dir: &Path) -> Result<Staged, InvalidArchi
             }
             segments.push((segment.offset, at));
         }
+        let marks = check_marks(&name, format, track.data_bytes, &track.marks)?;
         tracks.push(StagedTrack {
             name,
             format,
             data_bytes: track.data_bytes,
             segments,
             done: track.done,
+            marks,
         });
     }
     Ok(Staged {
@@ -265,6 +279,45 @@ fn check_manifest(manifest: Manifest, dir: &Path) -> Result<Staged, InvalidArchi
         tracks,
         dir: dir.to_path_buf(),
     })
+}
+
+/// A track's marks as a socket would have left them: whole blocks, each past the one before,
+/// none past the track's end, each time a finite number.
+fn check_marks(
+    name: &TrackName,
+    format: AudioFormat,
+    data_bytes: u64,
+    marks: &[ManifestMark],
+) -> Result<Vec<Mark>, InvalidArchive> {
+    let mut checked: Vec<Mark> = Vec::with_capacity(marks.len());
+    for mark in marks {
+        if !mark.offset.is_multiple_of(format.block_size()) {
+            return Err(refuse(format!(
+                "session.json: {name} has a mark inside a block"
+            )));
+        }
+        if mark.offset > data_bytes {
+            return Err(refuse(format!(
+                "session.json: {name} has a mark past its end"
+            )));
+        }
+        if checked
+            .last()
+            .is_some_and(|last| mark.offset <= last.offset)
+        {
+            return Err(refuse(format!(
+                "session.json: {name} has marks out of order"
+            )));
+        }
+        if !mark.captured_at.is_finite() {
+            return Err(refuse(format!("session.json: {name} has a bad mark time")));
+        }
+        checked.push(Mark {
+            offset: mark.offset,
+            captured_at: mark.captured_at,
+        });
+    }
+    Ok(checked)
 }
 
 /// Copies one track out of the archive, checking its header and size on the way.

@@ -2,6 +2,7 @@
 //! plain synchronous queries per table. Callers run these on blocking threads.
 
 pub mod invites;
+pub mod marks;
 pub mod models;
 pub mod schema;
 pub mod sessions;

@@ -36,6 +36,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    marks (session_id, track_name, byte_offset) {
+        session_id -> Text,
+        track_name -> Text,
+        byte_offset -> BigInt,
+        captured_at -> Double,
+    }
+}
+
+diesel::table! {
     invites (id) {
         id -> Text,
         session_id -> Text,
@@ -49,4 +58,4 @@ diesel::table! {
 
 diesel::joinable!(tracks -> sessions (session_id));
 diesel::joinable!(invites -> sessions (session_id));
-diesel::allow_tables_to_appear_in_same_query!(sessions, tracks, segments, invites);
+diesel::allow_tables_to_appear_in_same_query!(sessions, tracks, segments, marks, invites);

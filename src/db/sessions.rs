@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::models::SessionRow;
-use super::schema::{invites, segments, sessions, tracks};
+use super::schema::{invites, marks, segments, sessions, tracks};
 use super::DbConnection;
 use crate::domain::{SessionId, SessionStatus};
 
@@ -197,6 +197,7 @@ pub fn delete(conn: &mut DbConnection, id: &SessionId) -> QueryResult<Result<(),
         let key = id.as_str();
         diesel::delete(invites::table.filter(invites::session_id.eq(key))).execute(conn)?;
         diesel::delete(segments::table.filter(segments::session_id.eq(key))).execute(conn)?;
+        diesel::delete(marks::table.filter(marks::session_id.eq(key))).execute(conn)?;
         diesel::delete(tracks::table.filter(tracks::session_id.eq(key))).execute(conn)?;
         let deleted = diesel::delete(
             sessions::table

@@ -182,7 +182,7 @@ pub enum ClientCommand {
         client_time: f64,
     },
     /// The sample at byte `offset` was captured at server time `captured_at` (ms since the
-    /// epoch). Checked here; not stored yet (see the README's Export and import).
+    /// epoch). Checked here, stored in batches (see `Registry::push_mark`).
     #[serde(rename_all = "camelCase")]
     Mark {
         offset: u64,

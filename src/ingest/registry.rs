@@ -1,5 +1,6 @@
 //! The registry of live tracks: which writer owns each track, each session's latest heartbeat
-//! (kept in memory and written in batches), and how many sockets are open.
+//! and each track's new marks (kept in memory and written in batches), and how many sockets are
+//! open.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -12,6 +13,7 @@ use tokio::sync::oneshot;
 use super::protocol::CloseReason;
 use super::writer::{self, Control, SocketLink, TrackKey, TrackShared, WriterHandle, WriterSetup};
 use crate::audio::{AudioFormat, TrackStore};
+use crate::db::marks::Mark;
 use crate::db::DbPool;
 use crate::domain::{self, SessionId, TrackName};
 use crate::guests::InviteId;
@@ -28,9 +30,30 @@ struct SessionEntry {
 /// (the host sees what a vanished guest still holds) until the session is finished or deleted.
 type Backlogs = HashMap<SessionId, HashMap<TrackName, u64>>;
 
+/// A track's marks not yet in the database, and the offset of its last accepted mark (stored
+/// or not): a mark not past it is ignored.
+struct MarkBuffer {
+    last: Option<u64>,
+    pending: Vec<Mark>,
+}
+
+/// A track's marks as the socket hands them over, by track.
+type Marks = HashMap<(SessionId, TrackName), MarkBuffer>;
+
+/// What happened to a mark handed to the registry.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MarkOutcome {
+    Accepted,
+    /// Not past the track's last mark.
+    Ignored,
+    /// The track's last stored mark is not known yet: load it (`seed_last_mark`), then retry.
+    Unknown,
+}
+
 pub struct Registry {
     sessions: Mutex<HashMap<SessionId, SessionEntry>>,
     backlogs: Mutex<Backlogs>,
+    marks: Mutex<Marks>,
     pool: DbPool,
     store: TrackStore,
     sync_interval: Duration,
@@ -66,6 +89,7 @@ impl Registry {
         Arc::new(Registry {
             sessions: Mutex::new(HashMap::new()),
             backlogs: Mutex::new(HashMap::new()),
+            marks: Mutex::new(HashMap::new()),
             pool,
             store,
             sync_interval,
@@ -291,6 +315,102 @@ impl Registry {
     /// A finished or deleted session's backlogs are forgotten: its clients have nothing to add.
     pub fn forget_backlogs(&self, session: &SessionId) {
         self.lock_backlogs().remove(session);
+    }
+
+    fn lock_marks(&self) -> MutexGuard<'_, Marks> {
+        self.marks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A socket's mark: kept for the next batch if it is past the track's last one.
+    pub fn push_mark(&self, session: &SessionId, track: &TrackName, mark: Mark) -> MarkOutcome {
+        let mut marks = self.lock_marks();
+        let Some(buffer) = marks.get_mut(&(session.clone(), track.clone())) else {
+            return MarkOutcome::Unknown;
+        };
+        if buffer.last.is_some_and(|last| mark.offset <= last) {
+            return MarkOutcome::Ignored;
+        }
+        buffer.last = Some(mark.offset);
+        buffer.pending.push(mark);
+        MarkOutcome::Accepted
+    }
+
+    /// The offset of the track's last stored mark, as read from the database; kept unless the
+    /// registry knows the track's marks already.
+    pub fn seed_last_mark(&self, session: &SessionId, track: &TrackName, last: Option<u64>) {
+        self.lock_marks()
+            .entry((session.clone(), track.clone()))
+            .or_insert(MarkBuffer {
+                last,
+                pending: Vec::new(),
+            });
+    }
+
+    /// A track's marks not yet stored, in offset order.
+    pub fn pending_marks(&self, session: &SessionId, track: &TrackName) -> Vec<Mark> {
+        self.lock_marks()
+            .get(&(session.clone(), track.clone()))
+            .map(|buffer| buffer.pending.clone())
+            .unwrap_or_default()
+    }
+
+    /// A track's marks: `stored` (read after `pending`, taken from [`Self::pending_marks`]
+    /// before, so a batch written in between shows in one or both) and those pending, merged
+    /// in offset order.
+    pub fn merge_marks(stored: Vec<Mark>, pending: Vec<Mark>) -> Vec<Mark> {
+        let mut all = stored;
+        all.extend(pending);
+        all.sort_by_key(|mark| mark.offset);
+        all.dedup_by_key(|mark| mark.offset);
+        all
+    }
+
+    /// Marks not yet stored (of one session, or of all), for one batched write.
+    pub fn unflushed_marks(
+        &self,
+        only: Option<&SessionId>,
+    ) -> Vec<(SessionId, TrackName, Vec<Mark>)> {
+        self.lock_marks()
+            .iter()
+            .filter(|((session, _), buffer)| {
+                !buffer.pending.is_empty() && only.is_none_or(|only| only == session)
+            })
+            .map(|((session, track), buffer)| {
+                (session.clone(), track.clone(), buffer.pending.clone())
+            })
+            .collect()
+    }
+
+    /// After a batch of marks reached the database: they are no longer pending (marks
+    /// accepted meanwhile stay), and tracks with nothing pending and no writer are forgotten
+    /// (their last mark is read again if one comes).
+    pub fn marks_flushed(&self, flushed: &[(SessionId, TrackName, Vec<Mark>)]) {
+        let live: std::collections::HashSet<(SessionId, TrackName)> = {
+            let sessions = self.lock();
+            sessions
+                .iter()
+                .flat_map(|(id, entry)| {
+                    entry.tracks.keys().map(|track| (id.clone(), track.clone()))
+                })
+                .collect()
+        };
+        let mut marks = self.lock_marks();
+        for (session, track, batch) in flushed {
+            let Some(stored) = batch.last().map(|mark| mark.offset) else {
+                continue;
+            };
+            if let Some(buffer) = marks.get_mut(&(session.clone(), track.clone())) {
+                buffer.pending.retain(|mark| mark.offset > stored);
+            }
+        }
+        marks.retain(|key, buffer| !buffer.pending.is_empty() || live.contains(key));
+    }
+
+    /// A deleted session's marks are forgotten: there is nowhere to store them.
+    pub fn forget_marks(&self, session: &SessionId) {
+        self.lock_marks().retain(|(id, _), _| id != session);
     }
 
     /// Shutdown: refuse new sockets, then sync, finalize and close every track with 1001.

@@ -13,9 +13,13 @@ use tokio::sync::mpsc;
 
 use super::extract::session_id;
 use crate::audio::archive;
+use crate::db;
+use crate::domain::{SessionId, TrackName};
 use crate::error::ApiError;
+use crate::ingest::registry::Registry;
 use crate::lifecycle;
 use crate::state::AppState;
+use crate::views::SessionDetail;
 
 /// An upload larger than this is refused: 16 tracks of the largest WAV, and some room.
 const MAX_IMPORT_BYTES: u64 = 16 * (4 << 30) + (1 << 20);
@@ -45,12 +49,11 @@ async fn export(
         ));
     }
     let detail = lifecycle::detail(&state, &id).await?;
-    let manifest =
-        serde_json::to_vec_pretty(&detail).map_err(|error| ApiError::Storage(error.to_string()))?;
+    let manifest = manifest(&state, &id, &detail).await?;
     let tracks: Vec<_> = detail
         .tracks
         .iter()
-        .filter_map(|track| crate::domain::TrackName::parse(&track.name))
+        .filter_map(|track| TrackName::parse(&track.name))
         .map(|name| {
             let live = state
                 .registry
@@ -85,6 +88,48 @@ async fn export(
             ),
         ))
         .streaming(body))
+}
+
+/// `session.json`: the Session as `GET /api/session/{id}` shows it, each track with its marks
+/// (stored and pending) as `GET .../marks` shows them.
+async fn manifest(
+    state: &AppState,
+    id: &SessionId,
+    detail: &SessionDetail,
+) -> Result<Vec<u8>, ApiError> {
+    let storage = |error: serde_json::Error| ApiError::Storage(error.to_string());
+    let names: Vec<TrackName> = detail
+        .tracks
+        .iter()
+        .filter_map(|track| TrackName::parse(&track.name))
+        .collect();
+    // Pending first, as the marks route does: a batch written in between shows at least once.
+    let pending: Vec<_> = names
+        .iter()
+        .map(|name| state.registry.pending_marks(id, name))
+        .collect();
+    let key = id.clone();
+    let stored = state
+        .db(move |conn| db::marks::for_session(conn, &key))
+        .await?;
+    let mut value = serde_json::to_value(detail).map_err(storage)?;
+    if let Some(tracks) = value.get_mut("tracks").and_then(|t| t.as_array_mut()) {
+        for (track, (name, pending)) in tracks.iter_mut().zip(names.iter().zip(pending)) {
+            let of_track = stored
+                .iter()
+                .filter(|(track, _)| track == name.as_str())
+                .map(|(_, mark)| *mark)
+                .collect();
+            let marks = Registry::merge_marks(of_track, pending);
+            if let Some(object) = track.as_object_mut() {
+                object.insert(
+                    "marks".into(),
+                    serde_json::to_value(marks).map_err(storage)?,
+                );
+            }
+        }
+    }
+    serde_json::to_vec_pretty(&value).map_err(storage)
 }
 
 /// The title as a file name any system takes: letters, digits, space, `.`, `_` and `-`.

@@ -9,6 +9,7 @@ pub mod download;
 pub mod extract;
 pub mod invites;
 pub mod join;
+pub mod marks;
 pub mod markup;
 pub mod metrics;
 pub mod pages;
@@ -20,6 +21,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     api::configure(cfg);
     archive::configure(cfg);
     download::configure(cfg);
+    marks::configure(cfg);
     ws::configure(cfg);
     invites::configure(cfg);
     join::configure(cfg);

@@ -390,14 +390,22 @@ impl Socket {
                 let sent = sent_in_time(patience, session.text(answer.to_json())).await;
                 (!sent).then_some(Ending::Drop("the client reads nothing"))
             }
-            ClientCommand::Mark { offset, .. } => {
+            ClientCommand::Mark {
+                offset,
+                captured_at,
+            } => {
                 // A mark must name a whole block; anything else is a malformed message.
-                if !offset.is_multiple_of(self.format.block_size()) {
+                if !offset.is_multiple_of(self.format.block_size()) || offset > i64::MAX as u64 {
                     return Some(Ending::Close(Closing::new(
                         CloseReason::BadMessage,
                         "a mark's offset is a whole number of blocks",
                     )));
                 }
+                self.mark(crate::db::marks::Mark {
+                    offset,
+                    captured_at,
+                })
+                .await;
                 None
             }
         }
@@ -425,6 +433,30 @@ impl Socket {
             tracing::warn!(session = %self.session, track = %self.track, %error, "track not marked done");
         }
         None
+    }
+
+    /// Hands a mark to the registry's buffer (stored with the next batch). The track's last
+    /// stored mark is read once, when its first mark since it was loaded arrives.
+    async fn mark(&self, mark: crate::db::marks::Mark) {
+        use crate::ingest::registry::MarkOutcome;
+        let registry = &self.state.registry;
+        if registry.push_mark(&self.session, &self.track, mark) != MarkOutcome::Unknown {
+            return;
+        }
+        let (session, track) = (self.session.clone(), self.track.clone());
+        match self
+            .state
+            .db(move |conn| crate::db::marks::last_offset(conn, &session, &track))
+            .await
+        {
+            Ok(last) => {
+                registry.seed_last_mark(&self.session, &self.track, last);
+                registry.push_mark(&self.session, &self.track, mark);
+            }
+            Err(error) => {
+                tracing::warn!(session = %self.session, track = %self.track, %error, "a mark was dropped: its track's marks cannot be read");
+            }
+        }
     }
 
     /// Hands a message to the writer. A writer that stopped has always said why first (a gap,

@@ -9,6 +9,7 @@ mod download;
 mod guests;
 mod helpers;
 mod hostile;
+mod marks;
 mod rest;
 mod socket;
 mod sweeper;
