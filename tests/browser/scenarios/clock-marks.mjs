@@ -11,8 +11,11 @@ import { assert, freePort, getSession, launchBrowser, sleep, startServer } from 
 import { timedTake, waitConnected, writeTestTones } from '../lib/pages.mjs';
 
 const TOLERANCE_MS = 100;
-/** Marks against each other: the audio clock read together with the page's clock. */
-const STEADY_MS = 20;
+/**
+ * Marks against each other: the audio clock read together with the page's clock. Headless
+ * Chromium's fake microphone on a loaded machine showed up to ~35 ms (mostly 0-10 ms).
+ */
+const STEADY_MS = 50;
 
 /** A recorder page whose sent `mark`s are noted per socket, in order: `[[mark, ...], ...]`. */
 async function recorderNotingMarks(browser, url) {
