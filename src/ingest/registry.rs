@@ -37,6 +37,9 @@ struct MarkBuffer {
     pending: Vec<Mark>,
 }
 
+/// Marks a track holds in memory between two batches at most; more are ignored.
+pub const MAX_PENDING_MARKS: usize = 10_000;
+
 /// A track's marks as the socket hands them over, by track.
 type Marks = HashMap<(SessionId, TrackName), MarkBuffer>;
 
@@ -329,7 +332,11 @@ impl Registry {
         let Some(buffer) = marks.get_mut(&(session.clone(), track.clone())) else {
             return MarkOutcome::Unknown;
         };
-        if buffer.last.is_some_and(|last| mark.offset <= last) {
+        // A recorder sends one every few seconds; a client sending thousands between two
+        // sweeps is not lining anything up, and must not grow the server's memory.
+        if buffer.last.is_some_and(|last| mark.offset <= last)
+            || buffer.pending.len() >= MAX_PENDING_MARKS
+        {
             return MarkOutcome::Ignored;
         }
         buffer.last = Some(mark.offset);

@@ -122,13 +122,13 @@ async fn marks_are_served_in_order_as_sent_and_stored_by_the_finish() {
     // Not past the last mark: ignored, both of them.
     socket.send_text(&mark(1000, 1.5)).await;
     socket.send_text(&mark(2400, 2.5)).await;
-    socket.send_text(&mark(4800, 1_764_590_400_223.0625)).await;
+    socket.send_text(&mark(4800, 1_764_590_400_223.062_5)).await;
     socket.flush(4800).await;
     clock_round_trip(&mut socket).await;
     let expected = json!([
         {"offset": 0, "capturedAt": 1_764_590_400_123.25},
         {"offset": 2400, "capturedAt": 1_764_590_400_173.125},
-        {"offset": 4800, "capturedAt": 1_764_590_400_223.0625},
+        {"offset": 4800, "capturedAt": 1_764_590_400_223.062_5},
     ]);
     assert_eq!(marks_of(&app, &id, "mic").await, expected);
     let mut db = Db::open(&app);
@@ -269,4 +269,40 @@ async fn export_carries_the_marks_and_import_restores_them_and_refuses_bad_ones(
             "{what}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_new_socket_cannot_rewrite_marks_a_sweep_stored() {
+    let app = spawn_app_with(|config| config.sweep_interval = Duration::from_secs(3600)).await;
+    let id = app.create_session().await;
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    socket.send_frame(0, &pcm(44, 4800)).await;
+    socket.send_text(&mark(0, 100.25)).await;
+    socket.send_text(&mark(2400, 150.5)).await;
+    clock_round_trip(&mut socket).await;
+    socket.close().await;
+    // The sweep stores the batch (a long timeout: the session stays active).
+    let swept = app
+        .post(
+            "/api/session/check-timeouts",
+            Some(json!({"timeoutMs": 3_600_000})),
+        )
+        .await;
+    assert_eq!(swept.status(), 200);
+    let mut db = Db::open(&app);
+    assert_eq!(db.stored_marks(&id), 2, "the sweep stored the marks");
+
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    socket.send_text(&mark(2400, 999.0)).await;
+    socket.send_text(&mark(4800, 200.75)).await;
+    clock_round_trip(&mut socket).await;
+    assert_eq!(
+        marks_of(&app, &id, "mic").await,
+        json!([
+            {"offset": 0, "capturedAt": 100.25},
+            {"offset": 2400, "capturedAt": 150.5},
+            {"offset": 4800, "capturedAt": 200.75},
+        ])
+    );
+    socket.close().await;
 }
