@@ -96,6 +96,33 @@ export async function inputDevices() {
   return devices.filter((d) => d.kind === 'audioinput' && d.deviceId);
 }
 
+/** Readings of the audio clock against the page's kept: about two seconds of chunks. */
+const CLOCK_READINGS = 40;
+
+/**
+ * Maps the audio clock to client time (`clientNow()`). `currentTime` (where the worklet works,
+ * which is where input arrives) is read together with performance.now() for every chunk; the
+ * browser updates `currentTime` once per audio callback, so a reading can only be late: the
+ * smallest difference of the last two seconds is the truest, and, read afresh all the time, it
+ * follows a sound card that runs fast or slow. (`getOutputTimestamp` lags by an output latency
+ * that browsers only learn once sound plays.)
+ */
+class AudioClock {
+  #readings = [];
+
+  constructor(context) {
+    this.context = context;
+  }
+
+  /** The client time at which the audio clock was at `frame`. */
+  timeOf(frame) {
+    const difference = performance.timeOrigin + performance.now() - this.context.currentTime * 1000;
+    this.#readings.push(difference);
+    if (this.#readings.length > CLOCK_READINGS) this.#readings.shift();
+    return Math.min(...this.#readings) + (frame / this.context.sampleRate) * 1000;
+  }
+}
+
 export class Capture {
   #stopped;
   #stopping;
@@ -106,7 +133,8 @@ export class Capture {
 
   /**
    * Starts at once: each chunk, as little-endian 16-bit bytes, goes to `onChunk(pcm, frames)`,
-   * or is held until `attach` names where it goes.
+   * or is held until `attach` names where it goes. `pcm.capturedAt` is the client time
+   * (`clientNow()`) of its first sample, from the audio clock.
    */
   constructor(context, stream, { onChunk, onEnded } = {}) {
     this.stream = stream;
@@ -123,6 +151,7 @@ export class Capture {
     });
     // A node is only processed while it leads to the destination; silence gets there.
     this.mute = new GainNode(context, { gain: 0 });
+    const audioClock = new AudioClock(context);
     let firstAudio;
     this.#started = new Promise((resolve) => (firstAudio = resolve));
     this.#stopped = new Promise((resolve) => {
@@ -131,6 +160,7 @@ export class Capture {
         if (data.frames > 0) {
           firstAudio();
           const pcm = new Uint8Array(data.pcm);
+          if (Number.isFinite(data.startFrame)) pcm.capturedAt = audioClock.timeOf(data.startFrame);
           if (this.#onChunk) this.#onChunk(pcm, data.frames);
           else this.#held.push([pcm, data.frames]);
         }

@@ -2,7 +2,9 @@
 // or a crash of the browser loses nothing that got here. One record per chunk, keyed by
 // [session, track, offset], so a range of keys is a stretch of one track in order; a second
 // store keeps each track's sample rate, needed to reopen its socket from a fresh page. The
-// audio is always one channel of 16-bit samples.
+// audio is always one channel of 16-bit samples. A chunk keeps `capturedAt`, the client time
+// (clock.js) of its first sample, so audio kept through an outage or a reload keeps the moment it
+// was captured; chunks an older page kept have none.
 
 const DATABASE = 'safetake';
 const CHUNKS = 'chunks';
@@ -55,7 +57,7 @@ export function saveTrack({ session, track, sampleRate }) {
 
 export function saveChunks(session, track, chunks) {
   return transact([CHUNKS], 'readwrite', (store) => {
-    for (const { offset, pcm } of chunks) store.put({ session, track, offset, pcm });
+    for (const { offset, pcm, capturedAt } of chunks) store.put({ session, track, offset, pcm, capturedAt });
   });
 }
 
@@ -70,7 +72,7 @@ export function dropThrough(session, track, lastOffset) {
 export function replaceTrack(session, track, chunks) {
   return transact([CHUNKS], 'readwrite', (store) => {
     store.delete(trackKeys(session, track));
-    for (const { offset, pcm } of chunks) store.put({ session, track, offset, pcm });
+    for (const { offset, pcm, capturedAt } of chunks) store.put({ session, track, offset, pcm, capturedAt });
   });
 }
 

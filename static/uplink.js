@@ -3,8 +3,13 @@
 // itself and resends from the server's `ready.offset`. So the track on disk has no gap and no
 // duplicate, whatever happens to the connection. It tells the server how much it still holds
 // (`backlog`), hears the host's `stop`, and says `done` once the server has all of it.
+// It keeps the page's clock estimate fresh (`clock` exchanges when a socket is ready and every
+// half minute) and tells the server when its audio was captured (`mark`): for the first chunk a
+// socket sends and every few seconds of audio after, from the chunk's own capture time, so audio
+// resent after an outage keeps the moment it was captured.
 
 import { getSession, socketUrl } from './api.js';
+import { clientNow, clock } from './clock.js';
 import * as spool from './spool.js';
 
 const HEADER_BYTES = 8;
@@ -18,6 +23,12 @@ const RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000];
 const READY_TIMEOUT_MS = 8000;
 /** How often the server hears how much this browser still holds (the host's roster shows it). */
 const BACKLOG_INTERVAL_MS = 2000;
+/** Clock exchanges: a round of a few, spaced out, when a socket is ready and every half minute. */
+const CLOCK_ROUND = 5;
+const CLOCK_SPACING_MS = 100;
+const CLOCK_INTERVAL_MS = 30_000;
+/** A mark goes with the first chunk a socket sends and then once per this much audio. */
+const MARK_EVERY_SECONDS = 5;
 const CLOSE_REASONS = new Map([
   [1001, 'server restarting'],
   [1006, 'connection lost'],
@@ -48,6 +59,14 @@ export class TrackUplink extends EventTarget {
   #retryTimer = 0;
   #readyTimer = 0;
   #backlogTimer = 0;
+  #clockTimers = [];
+  #clockInterval = 0;
+  /** The offset of the last mark sent; the server ignores any mark not past it. */
+  #lastMark = -1;
+  /** This socket still owes the mark of the first chunk it sent. */
+  #markDue = false;
+  /** That mark, waiting for the clock's first estimate. */
+  #pendingMark = null;
   /** `done` is to be sent once every byte is acked. */
   #owesDone = false;
   #drainWaiters = [];
@@ -58,7 +77,10 @@ export class TrackUplink extends EventTarget {
     super();
     Object.assign(this, { session, track, sampleRate });
     this.byteRate = sampleRate * BYTES_PER_FRAME;
-    /** Chunks not acked yet, `{offset, pcm}` in offset order. */
+    /**
+     * Chunks not acked yet, `{offset, pcm, capturedAt}` in offset order; `capturedAt` is the
+     * client time (clock.js) of the chunk's first sample, unknown for silence and old spools.
+     */
     this.queue = [];
     this.queuedBytes = 0;
     /** The offset the next captured byte gets; known for sure once the server said `ready`. */
@@ -114,10 +136,14 @@ export class TrackUplink extends EventTarget {
     }
   }
 
-  /** Numbers a chunk of captured PCM, keeps it, and sends it if the socket is up. */
-  push(pcm) {
+  /**
+   * Numbers a chunk of captured PCM, keeps it, and sends it if the socket is up. `capturedAt`:
+   * the client time of its first sample (Capture gives it as `pcm.capturedAt`).
+   */
+  push(pcm, capturedAt = pcm.capturedAt) {
     this.doneSent = false;
     const chunk = { offset: this.nextOffset, pcm };
+    if (Number.isFinite(capturedAt)) chunk.capturedAt = capturedAt;
     this.nextOffset += pcm.byteLength;
     this.#enqueue(chunk);
     this.#keep([chunk]);
@@ -154,9 +180,13 @@ export class TrackUplink extends EventTarget {
    */
   takeRest(stored = this.acked) {
     const rest = [];
-    for (const { offset, pcm } of this.queue.splice(0)) {
+    for (const { offset, pcm, capturedAt } of this.queue.splice(0)) {
       if (offset + pcm.byteLength <= stored) continue;
-      rest.push(offset >= stored ? pcm : pcm.subarray(stored - offset));
+      const skipped = Math.max(0, stored - offset);
+      const part = skipped ? pcm.subarray(skipped) : pcm;
+      // Keeps its capture time along to the next track (`adopt` reads it back).
+      if (Number.isFinite(capturedAt)) part.capturedAt = capturedAt + (skipped / this.byteRate) * 1000;
+      rest.push(part);
     }
     this.queuedBytes = 0;
     spool.replaceTrack(this.session, this.track, []).catch((error) => this.#spoolFailed(error));
@@ -226,6 +256,8 @@ export class TrackUplink extends EventTarget {
         return this.#onReady(message.offset);
       case 'ack':
         return this.#onAck(message.offset);
+      case 'clock':
+        return this.#onClock(message);
       case 'finished':
         this.#finishedByServer = true;
         return;
@@ -254,6 +286,9 @@ export class TrackUplink extends EventTarget {
     this.reason = '';
     this.#onAck(stored); // ready.offset is on stable storage: as good as an ack
     if (this.state !== 'connected') return; // settled and hung up: nothing was left to send
+    this.#startClock();
+    this.#markDue = true;
+    this.#pendingMark = null;
     for (const chunk of this.queue) this.#send(chunk);
     this.#sendBacklog();
     clearInterval(this.#backlogTimer);
@@ -314,6 +349,7 @@ export class TrackUplink extends EventTarget {
     const socket = this.#socket;
     this.#socket = null;
     clearInterval(this.#backlogTimer);
+    this.#stopClock();
     this.state = 'idle';
     socket.close(1000);
   }
@@ -321,6 +357,7 @@ export class TrackUplink extends EventTarget {
   #onClose(code) {
     clearTimeout(this.#readyTimer);
     clearInterval(this.#backlogTimer);
+    this.#stopClock();
     this.#socket = null;
     if (code === 1000 || this.#finishedByServer) return this.#end('finished', 'the session was finished');
     if (code === 4413) return this.#end('full', 'the track is full (4 GiB, about 12 hours)');
@@ -383,11 +420,70 @@ export class TrackUplink extends EventTarget {
     this.queuedBytes += chunk.pcm.byteLength;
   }
 
-  #send({ offset, pcm }) {
+  #send(chunk) {
+    const { offset, pcm } = chunk;
     const frame = new Uint8Array(HEADER_BYTES + pcm.byteLength);
     new DataView(frame.buffer).setBigUint64(0, BigInt(offset), true);
     frame.set(pcm, HEADER_BYTES);
     this.#socket.send(frame);
+    this.#markIfDue(chunk);
+  }
+
+  #startClock() {
+    this.#stopClock();
+    const round = () => {
+      for (let i = 0; i < CLOCK_ROUND; i += 1) {
+        this.#clockTimers.push(setTimeout(() => this.#sendClock(), i * CLOCK_SPACING_MS));
+      }
+    };
+    round();
+    this.#clockInterval = setInterval(() => {
+      this.#clockTimers.splice(0).forEach(clearTimeout);
+      round();
+    }, CLOCK_INTERVAL_MS);
+  }
+
+  #stopClock() {
+    this.#clockTimers.splice(0).forEach(clearTimeout);
+    clearInterval(this.#clockInterval);
+  }
+
+  #sendClock() {
+    if (this.state !== 'connected' || !this.#socket) return;
+    this.#socket.send(JSON.stringify({ type: 'clock', clientTime: clientNow() }));
+  }
+
+  #onClock({ clientTime, serverTime }) {
+    clock.add(clientTime, serverTime, clientNow());
+    const pending = this.#pendingMark;
+    if (pending && clock.offset() !== null) {
+      this.#pendingMark = null;
+      this.#sendMark(pending);
+    }
+  }
+
+  /**
+   * The first chunk a socket sends, and then one every few seconds of audio, is marked with the
+   * server time of its capture; a mark waits for the clock's first estimate, and one not past the
+   * last mark is not sent (a resend of audio marked already): the next chunk takes its turn.
+   */
+  #markIfDue(chunk) {
+    if (!Number.isFinite(chunk.capturedAt) || chunk.offset <= this.#lastMark) return;
+    const due = this.#markDue || chunk.offset >= this.#lastMark + MARK_EVERY_SECONDS * this.byteRate;
+    if (!due) return;
+    this.#markDue = false;
+    if (clock.offset() === null) {
+      this.#pendingMark ??= chunk;
+      return;
+    }
+    this.#sendMark(chunk);
+  }
+
+  #sendMark({ offset, capturedAt }) {
+    if (offset <= this.#lastMark || this.state !== 'connected') return;
+    const serverTime = clock.toServer(capturedAt);
+    this.#lastMark = offset;
+    this.#socket.send(JSON.stringify({ type: 'mark', offset, capturedAt: serverTime }));
   }
 
   #keep(chunks) {
