@@ -59,7 +59,7 @@ async fn export(app: &TestApp, id: &str) -> Vec<u8> {
     response.bytes().await.unwrap().to_vec()
 }
 
-fn entries(zip_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn entries(zip_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut zip = ZipArchive::new(Cursor::new(zip_bytes)).expect("a readable ZIP");
     (0..zip.len())
         .map(|i| {
@@ -168,7 +168,7 @@ async fn import_of_an_export_restores_tracks_and_segments_byte_for_byte() {
 }
 
 /// Builds an archive by hand: `(name, bytes)` entries, stored.
-fn archive_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn archive_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     for (name, bytes) in files {
         let options = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);

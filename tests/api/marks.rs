@@ -2,17 +2,15 @@
 //! commit per mark), served in offset order with `capturedAt` as sent, carried by export and
 //! restored by import; malformed ones close the socket or refuse the archive.
 
-use std::io::{Cursor, Read, Write};
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel::sql_types::BigInt;
-use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel::{QueryableByName, RunQueryDsl};
 use serde_json::{json, Value};
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
+use crate::archive::entries;
 use crate::helpers::*;
+use crate::sweeper::{wait_for_segment, CommitProbe};
 
 fn mark(offset: u64, captured_at: f64) -> String {
     json!({"type": "mark", "offset": offset, "capturedAt": captured_at}).to_string()
@@ -32,48 +30,23 @@ struct Count {
     n: i64,
 }
 
-#[derive(QueryableByName)]
-struct DataVersion {
-    #[diesel(sql_type = BigInt)]
-    data_version: i64,
-}
-
-/// A second connection to the test's database: what is stored, and whether anything was
-/// committed since the last look (`PRAGMA data_version`).
-struct Db {
-    conn: SqliteConnection,
-    last: i64,
-}
+/// The sweeper tests' commit probe, which can also count what is stored.
+struct Db(CommitProbe);
 
 impl Db {
     fn open(app: &TestApp) -> Db {
-        let path = app.data_dir.path().join("safetake.db");
-        let mut conn = SqliteConnection::establish(path.to_str().expect("a UTF-8 path"))
-            .expect("a second connection to the test's database");
-        conn.batch_execute("PRAGMA busy_timeout = 5000;")
-            .expect("busy timeout");
-        let mut db = Db { conn, last: 0 };
-        db.last = db.version();
-        db
-    }
-
-    fn version(&mut self) -> i64 {
-        diesel::sql_query("PRAGMA data_version")
-            .get_result::<DataVersion>(&mut self.conn)
-            .expect("PRAGMA data_version")
-            .data_version
+        Db(CommitProbe::open(app))
     }
 
     fn committed(&mut self) -> bool {
-        let now = self.version();
-        std::mem::replace(&mut self.last, now) != now
+        self.0.committed()
     }
 
     fn stored_marks(&mut self, id: &str) -> i64 {
         diesel::sql_query(format!(
             "SELECT COUNT(*) AS n FROM marks WHERE session_id = '{id}'"
         ))
-        .get_result::<Count>(&mut self.conn)
+        .get_result::<Count>(&mut self.0.conn)
         .expect("marks counted")
         .n
     }
@@ -91,17 +64,6 @@ async fn clock_round_trip(socket: &mut WsClient) {
         if message["type"] == "clock" {
             return;
         }
-    }
-}
-
-async fn wait_for_segment(app: &TestApp, id: &str, track: &str) {
-    let deadline = Instant::now() + WAIT;
-    while app.track(id, track).await["segments"]
-        .as_array()
-        .is_none_or(|segments| segments.is_empty())
-    {
-        assert!(Instant::now() < deadline, "the attach recorded no segment");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -181,26 +143,13 @@ async fn two_hundred_marks_commit_nothing_until_the_finish() {
     assert_eq!(db.stored_marks(&id), 200);
 }
 
-fn entries(zip_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut zip = ZipArchive::new(Cursor::new(zip_bytes)).expect("a readable ZIP");
-    (0..zip.len())
-        .map(|i| {
-            let mut entry = zip.by_index(i).unwrap();
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).unwrap();
-            (entry.name().unwrap().to_string(), bytes)
-        })
-        .collect()
-}
-
+/// The archive tests' builder, for the owned entries read back from an export.
 fn archive_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, bytes) in files {
-        let options = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
-        zip.start_file(name.as_str(), options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+    crate::archive::archive_of(&borrowed)
 }
 
 async fn import(app: &TestApp, body: Vec<u8>) -> reqwest::Response {

@@ -36,8 +36,8 @@ async fn a_silent_socket_is_closed_4408_and_its_session_becomes_incomplete() {
 
 /// Watches the test's database from a second connection: SQLite's `PRAGMA data_version` changes
 /// whenever another connection has committed since this one last asked.
-struct CommitProbe {
-    conn: SqliteConnection,
+pub(crate) struct CommitProbe {
+    pub(crate) conn: SqliteConnection,
     last: i64,
 }
 
@@ -48,7 +48,7 @@ struct DataVersion {
 }
 
 impl CommitProbe {
-    fn open(app: &TestApp) -> CommitProbe {
+    pub(crate) fn open(app: &TestApp) -> CommitProbe {
         let path = app.data_dir.path().join("safetake.db");
         let mut conn = SqliteConnection::establish(path.to_str().expect("a UTF-8 path"))
             .expect("a second connection to the test's database");
@@ -66,14 +66,14 @@ impl CommitProbe {
     }
 
     /// Whether the server committed anything since the last look.
-    fn committed(&mut self) -> bool {
+    pub(crate) fn committed(&mut self) -> bool {
         let now = Self::read(&mut self.conn);
         std::mem::replace(&mut self.last, now) != now
     }
 }
 
 /// Waits (bounded) until the attach's background writes are in: the track shows its segment.
-async fn wait_for_segment(app: &TestApp, id: &str, track: &str) {
+pub(crate) async fn wait_for_segment(app: &TestApp, id: &str, track: &str) {
     let deadline = Instant::now() + WAIT;
     while app.track(id, track).await["segments"]
         .as_array()
