@@ -9,7 +9,6 @@ use subtle::ConstantTimeEq;
 
 use crate::db::invites::CreateRefusal;
 use crate::db::models::{InviteRow, SessionRow};
-use crate::db::sessions::Refusal;
 use crate::db::{self};
 use crate::domain::{self, InvalidValue, SessionId, SessionStatus, TrackName};
 use crate::error::ApiError;
@@ -209,12 +208,7 @@ pub async fn stop(state: &AppState, session: &SessionId) -> Result<SessionRow, A
     let outcome = state
         .db(move |conn| db::sessions::request_stop(conn, &key, now))
         .await?;
-    let row = outcome.map_err(|refusal| match refusal {
-        Refusal::NotFound => ApiError::session_not_found(),
-        Refusal::WrongStatus(status) => {
-            ApiError::InvalidTransition(format!("the session is {status}"))
-        }
-    })?;
+    let row = lifecycle::refused_as_error(outcome)?;
     tracing::info!(session = %session, "stop for everyone requested");
     state.registry.tell_stop(session);
     Ok(finish_if_all_done(state, session).await?.unwrap_or(row))

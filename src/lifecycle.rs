@@ -220,7 +220,10 @@ pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn refused_as_error(outcome: Result<SessionRow, Refusal>) -> Result<SessionRow, ApiError> {
+/// A transition the database refused, as the API says it.
+pub(crate) fn refused_as_error(
+    outcome: Result<SessionRow, Refusal>,
+) -> Result<SessionRow, ApiError> {
     outcome.map_err(|refusal| match refusal {
         Refusal::NotFound => ApiError::session_not_found(),
         Refusal::WrongStatus(status) => {

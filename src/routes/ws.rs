@@ -286,14 +286,23 @@ impl Socket {
 
     /// Passes a writer's message to the client; `Some` when the socket must close.
     async fn deliver(&self, session: &mut actix_ws::Session, message: Outbound) -> Option<Ending> {
-        let text = match message {
-            Outbound::Ack(offset) => ServerMessage::Ack { offset }.to_json(),
-            Outbound::Finished => ServerMessage::Finished.to_json(),
-            Outbound::Stop => ServerMessage::Stop.to_json(),
+        let message = match message {
+            Outbound::Ack(offset) => ServerMessage::Ack { offset },
+            Outbound::Finished => ServerMessage::Finished,
+            Outbound::Stop => ServerMessage::Stop,
             Outbound::Close(closing) => return Some(Ending::Close(closing)),
         };
+        self.say(session, &message).await
+    }
+
+    /// Sends one message to the client; `Some` when it reads nothing (it is then dropped).
+    async fn say(
+        &self,
+        session: &mut actix_ws::Session,
+        message: &ServerMessage<'_>,
+    ) -> Option<Ending> {
         let patience = self.state.config.ping_interval;
-        let sent = sent_in_time(patience, session.text(text)).await;
+        let sent = sent_in_time(patience, session.text(message.to_json())).await;
         (!sent).then_some(Ending::Drop("the client reads nothing"))
     }
 
@@ -361,9 +370,7 @@ impl Socket {
             }
             ClientCommand::Finish if self.guest.is_some() => {
                 let refusal = ServerMessage::forbidden("a guest cannot finish the session");
-                let patience = self.state.config.ping_interval;
-                let sent = sent_in_time(patience, session.text(refusal.to_json())).await;
-                (!sent).then_some(Ending::Drop("the client reads nothing"))
+                self.say(session, &refusal).await
             }
             ClientCommand::Finish => {
                 // Finishing drains this track with the others; the writer then sends
@@ -386,9 +393,7 @@ impl Socket {
                     client_time,
                     server_time,
                 };
-                let patience = self.state.config.ping_interval;
-                let sent = sent_in_time(patience, session.text(answer.to_json())).await;
-                (!sent).then_some(Ending::Drop("the client reads nothing"))
+                self.say(session, &answer).await
             }
             ClientCommand::Mark {
                 offset,
