@@ -169,8 +169,9 @@ impl From<crate::db::DbError> for ApiError {
         match error {
             crate::db::DbError::Pool(error) => error.into(),
             crate::db::DbError::Query(error) => error.into(),
-            crate::db::DbError::Gone => {
-                ApiError::Database("the blocking thread pool is gone".into())
+            error @ (crate::db::DbError::Gone | crate::db::DbError::Batch(_)) => {
+                tracing::error!(%error, "database write failed");
+                ApiError::Database(error.to_string())
             }
         }
     }

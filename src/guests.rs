@@ -195,7 +195,7 @@ pub async fn revoke_invite(
     // A revoked guest sends nothing more: a stop for everyone no longer waits for that track.
     let (key, track) = (session.clone(), revoked.track.clone());
     state
-        .db(move |conn| db::tracks::set_done(conn, &key, &track, true))
+        .write(move |conn| db::tracks::set_done(conn, &key, &track, true))
         .await?;
     finish_if_all_done(state, session).await.map(drop)
 }
@@ -206,7 +206,7 @@ pub async fn stop(state: &AppState, session: &SessionId) -> Result<SessionRow, A
     let key = session.clone();
     let now = domain::now();
     let outcome = state
-        .db(move |conn| db::sessions::request_stop(conn, &key, now))
+        .write(move |conn| db::sessions::request_stop(conn, &key, now))
         .await?;
     let row = lifecycle::refused_as_error(outcome)?;
     tracing::info!(session = %session, "stop for everyone requested");

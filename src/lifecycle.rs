@@ -29,7 +29,7 @@ pub async fn create(state: &AppState, title: Option<String>) -> Result<SessionRo
     };
     let stored = row.clone();
     state
-        .db(move |conn| db::sessions::insert(conn, &stored))
+        .write(move |conn| db::sessions::insert(conn, &stored))
         .await?;
     tracing::info!(session = %row.id, "session created (active)");
     Ok(row)
@@ -116,7 +116,7 @@ pub async fn open_track(
     let (session, name) = (id.clone(), track.clone());
     let now = domain::now();
     let outcome = state
-        .db(move |conn| db::tracks::open_for_socket(conn, &session, &name, requested, now))
+        .write(move |conn| db::tracks::open_for_socket(conn, &session, &name, requested, now))
         .await?;
     outcome.map_err(|refusal| match refusal {
         OpenRefusal::SessionNotFound => ApiError::session_not_found(),
@@ -164,7 +164,7 @@ pub async fn resume(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
     let key = id.clone();
     let now = domain::now();
     let outcome = state
-        .db(move |conn| db::sessions::resume(conn, &key, now))
+        .write(move |conn| db::sessions::resume(conn, &key, now))
         .await?;
     let row = refused_as_error(outcome)?;
     tracing::info!(session = %id, "session resumed (active)");
@@ -177,7 +177,7 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
     let key = id.clone();
     let now = domain::now();
     let outcome = state
-        .db(move |conn| db::sessions::finish(conn, &key, now))
+        .write(move |conn| db::sessions::finish(conn, &key, now))
         .await?;
     let row = refused_as_error(outcome)?;
     state

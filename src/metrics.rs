@@ -11,6 +11,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::domain::SessionStatus;
 use crate::ingest::CloseReason;
 
+/// Writes per group commit: one alone, or a burst of finishes or attaches sharing one fsync.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// An fdatasync of a local disk takes from well under a millisecond to a second or more.
 const SYNC_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -21,6 +24,7 @@ struct Handles {
     received: Counter,
     acked: Counter,
     sync: Histogram,
+    commit_batch: Histogram,
     sockets: Gauge,
     takeovers: Counter,
     repairs: Counter,
@@ -47,6 +51,11 @@ fn build() -> Option<Handles> {
             SYNC_BUCKETS,
         )
         .ok()?
+        .set_buckets_for_metric(
+            Matcher::Full("safetake_commit_batch_size".into()),
+            BATCH_BUCKETS,
+        )
+        .ok()?
         .build_recorder();
     let exporter = recorder.handle();
     if let Err(error) = metrics::set_global_recorder(recorder) {
@@ -66,6 +75,7 @@ fn build() -> Option<Handles> {
         received: metrics::counter!("safetake_audio_bytes_received_total"),
         acked: metrics::counter!("safetake_audio_bytes_acked_total"),
         sync: metrics::histogram!("safetake_sync_duration_seconds"),
+        commit_batch: metrics::histogram!("safetake_commit_batch_size"),
         sockets: metrics::gauge!("safetake_sockets"),
         takeovers: metrics::counter!("safetake_takeovers_total"),
         repairs: metrics::counter!("safetake_repairs_total"),
@@ -98,6 +108,10 @@ fn describe() {
         "safetake_sync_duration_seconds",
         Unit::Seconds,
         "One append and fdatasync of a track"
+    );
+    describe_histogram!(
+        "safetake_commit_batch_size",
+        "Session-state writes that shared one database commit"
     );
     describe_gauge!("safetake_sockets", "Sockets streaming a track now");
     describe_gauge!("safetake_sessions", "Sessions by status");
@@ -147,6 +161,13 @@ pub fn timed_sync<T>(sync: impl FnOnce() -> T) -> T {
 pub fn sync_took(duration: Duration) {
     if let Some(m) = handles() {
         m.sync.record(duration.as_secs_f64());
+    }
+}
+
+/// One group commit of `writes` writes (see `db::commit`).
+pub fn commit_batch(writes: usize) {
+    if let Some(m) = handles() {
+        m.commit_batch.record(writes as f64);
     }
 }
 

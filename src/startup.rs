@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access;
 use crate::audio::TrackStore;
 use crate::config::Config;
+use crate::db::commit::Committer;
 use crate::db::{self, DbPool};
 use crate::ingest::Registry;
 use crate::routes;
@@ -52,8 +53,9 @@ impl Application {
         store.prepare().map_err(data_error)?;
         let pool = db::connect(&config.database_url())?;
         repair_tracks(&pool, &store)?;
+        let commits = Committer::start(pool.clone()).map_err(StartError::Serve)?;
         let registry = Registry::new(
-            pool.clone(),
+            commits.clone(),
             store.clone(),
             config.sync_interval,
             config.max_connections,
@@ -62,6 +64,7 @@ impl Application {
         let state = AppState {
             config: Arc::new(config),
             pool,
+            commits,
             store,
             registry,
         };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::audio::TrackStore;
 use crate::config::Config;
+use crate::db::commit::Committer;
 use crate::db::{self, DbConnection, DbPool};
 use crate::error::ApiError;
 use crate::ingest::Registry;
@@ -13,6 +14,8 @@ use crate::ingest::Registry;
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: DbPool,
+    /// Session-state writes, group-committed (see `db::commit`).
+    pub commits: Committer,
     pub store: TrackStore,
     pub registry: Arc<Registry>,
 }
@@ -25,5 +28,15 @@ impl AppState {
         F: FnOnce(&mut DbConnection) -> diesel::QueryResult<T> + Send + 'static,
     {
         Ok(db::run(&self.pool, query).await?)
+    }
+
+    /// Runs a write in the next group commit: it shares its transaction and fsync with every
+    /// other write waiting, and answers once that commit is on disk.
+    pub async fn write<T, F>(&self, query: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> diesel::QueryResult<T> + Send + 'static,
+    {
+        Ok(self.commits.write(query).await?)
     }
 }

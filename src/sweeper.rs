@@ -45,7 +45,7 @@ pub async fn flush_marks(state: &AppState, session: &SessionId) -> Result<(), Ap
         return Ok(());
     }
     let marks = state
-        .db(move |conn| {
+        .write(move |conn| {
             db::marks::insert_batch(conn, &marks)?;
             Ok(marks)
         })

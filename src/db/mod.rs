@@ -1,6 +1,7 @@
 //! The database: the pool (backend chosen by the URL), embedded migrations, and one module of
 //! plain synchronous queries per table. Callers run these on blocking threads.
 
+pub mod commit;
 pub mod invites;
 pub mod marks;
 pub mod models;
@@ -99,8 +100,11 @@ pub enum DbError {
     Pool(#[from] diesel::r2d2::PoolError),
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
-    #[error("the blocking thread pool is gone")]
+    #[error("the database's worker threads are gone")]
     Gone,
+    /// A group commit (`commit`) that had no connection or did not commit.
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// Runs a query with a pooled connection on a blocking thread, so no async worker ever waits

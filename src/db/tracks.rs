@@ -112,8 +112,8 @@ pub fn add_segment(
     at: NaiveDateTime,
 ) -> QueryResult<()> {
     let (session, name) = (session.as_str(), name.as_str());
-    // Immediate: read-then-write, so take the write lock first (see sessions::delete).
-    conn.immediate_transaction(|conn| {
+    // Run in a group commit, whose transaction holds the write lock from its start.
+    conn.transaction(|conn| {
         let last: Option<i32> = segments::table
             .filter(segments::session_id.eq(session))
             .filter(segments::track_name.eq(name))
@@ -205,8 +205,9 @@ pub fn open_for_socket(
     requested: RequestedFormat,
     now: NaiveDateTime,
 ) -> QueryResult<Result<(AudioFormat, SessionStatus), OpenRefusal>> {
-    // Immediate: two sockets opening new tracks at once cannot both pass the track limit.
-    conn.immediate_transaction(|conn| {
+    // Run in a group commit, whose transaction holds the write lock from its start: two
+    // sockets opening new tracks at once cannot both pass the track limit.
+    conn.transaction(|conn| {
         let Some(row) = super::sessions::find(conn, session)? else {
             return Ok(Err(OpenRefusal::SessionNotFound));
         };

@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 use super::protocol::CloseReason;
 use super::writer::{self, Control, SocketLink, TrackKey, TrackShared, WriterHandle, WriterSetup};
 use crate::audio::{AudioFormat, TrackStore};
+use crate::db::commit::Committer;
 use crate::db::marks::Mark;
-use crate::db::DbPool;
 use crate::domain::{self, SessionId, TrackName};
 use crate::guests::InviteId;
 
@@ -57,7 +57,7 @@ pub struct Registry {
     sessions: Mutex<HashMap<SessionId, SessionEntry>>,
     backlogs: Mutex<Backlogs>,
     marks: Mutex<Marks>,
-    pool: DbPool,
+    commits: Committer,
     store: TrackStore,
     sync_interval: Duration,
     max_connections: usize,
@@ -84,7 +84,7 @@ pub struct Attachment {
 
 impl Registry {
     pub fn new(
-        pool: DbPool,
+        commits: Committer,
         store: TrackStore,
         sync_interval: Duration,
         max_connections: usize,
@@ -93,7 +93,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             backlogs: Mutex::new(HashMap::new()),
             marks: Mutex::new(HashMap::new()),
-            pool,
+            commits,
             store,
             sync_interval,
             max_connections,
@@ -149,7 +149,7 @@ impl Registry {
                         path: self.store.track_path(&key.session, &key.track),
                         key: key.clone(),
                         format,
-                        pool: self.pool.clone(),
+                        commits: self.commits.clone(),
                         sync_interval: self.sync_interval,
                     };
                     writer::spawn(setup, self.retirement(key.clone()))

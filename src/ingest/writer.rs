@@ -17,7 +17,8 @@ use tokio::time::MissedTickBehavior;
 use super::frame::Frame;
 use super::protocol::{CloseReason, Closing};
 use crate::audio::{AudioFormat, TrackFile};
-use crate::db::{self, DbPool};
+use crate::db;
+use crate::db::commit::Committer;
 use crate::domain::{self, SessionId, TrackName};
 use crate::guests::InviteId;
 
@@ -124,7 +125,7 @@ pub struct WriterSetup {
     pub key: TrackKey,
     pub path: PathBuf,
     pub format: AudioFormat,
-    pub pool: DbPool,
+    pub commits: Committer,
     pub sync_interval: Duration,
 }
 
@@ -508,7 +509,7 @@ impl Writer {
     /// Records the attach in the background: the socket's `ready` does not wait for the database,
     /// and a database that is down costs a segment entry, never audio.
     fn record_segment(&self) {
-        let pool = self.setup.pool.clone();
+        let commits = self.setup.commits.clone();
         let key = self.setup.key.clone();
         let offset = self.synced;
         let at = domain::now();
@@ -517,7 +518,7 @@ impl Writer {
             let query = move |conn: &mut db::DbConnection| {
                 db::tracks::add_segment(conn, &session, &track, offset, at)
             };
-            if let Err(error) = db::run(&pool, query).await {
+            if let Err(error) = commits.write(query).await {
                 tracing::warn!(session = %key.session, track = %key.track, %error, "segment not recorded");
             }
         });
@@ -530,7 +531,7 @@ impl Writer {
         let query = move |conn: &mut db::DbConnection| {
             db::tracks::set_data_bytes(conn, &session, &track, synced)
         };
-        if let Err(error) = db::run(&self.setup.pool, query).await {
+        if let Err(error) = self.setup.commits.write(query).await {
             tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "track size not saved; the file stays the truth");
         }
     }
@@ -538,15 +539,11 @@ impl Writer {
     /// Stores whether the track's client is done. A database that is down costs the flag (a
     /// stop then waits for `finish`), never audio.
     async fn store_done(&self, done: bool) {
-        let pool = self.setup.pool.clone();
         let key = self.setup.key.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
-            db::tracks::set_done(&mut conn, &key.session, &key.track, done)
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        if let Ok(Err(error)) | Err(error) = result.map_err(|e| e.to_string()) {
+        let query = move |conn: &mut db::DbConnection| {
+            db::tracks::set_done(conn, &key.session, &key.track, done)
+        };
+        if let Err(error) = self.setup.commits.write(query).await {
             tracing::warn!(session = %self.setup.key.session, track = %self.setup.key.track, done, %error, "track's done flag not saved");
         }
     }
