@@ -1,5 +1,6 @@
-//! The track writer: one task per live track owns its file. Sockets send it frames; it appends
-//! them to a buffer, and at least every sync interval hands the buffer to a blocking thread that
+//! The track writer: one task per live track owns its file. The socket holding the track appends
+//! each frame to the track's [`Intake`] itself, with no message and no wake per frame; at least
+//! every sync interval the writer takes what piled up and hands it to a blocking thread that
 //! writes, rewrites the header and fdatasyncs; only then does it ack. One sync at a time per
 //! track, so bytes reach the file in order and the header never runs ahead of the data.
 
@@ -7,7 +8,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +37,7 @@ pub struct TrackKey {
 pub type Retire = Box<dyn Fn(&dyn Fn() -> bool) -> bool + Send + Sync>;
 
 /// Past this much buffered audio a sync starts before the interval is up, bounding memory.
-const EARLY_SYNC_BYTES: usize = 256 * 1024;
+pub const EARLY_SYNC_BYTES: usize = 256 * 1024;
 
 /// What a writer tells its socket. After a `Close` the writer no longer listens to that socket,
 /// so nothing the socket sends afterwards can change why it closes.
@@ -59,12 +60,15 @@ pub struct SocketLink {
     pub invite: Option<InviteId>,
 }
 
-/// Messages a socket sends, in the order it received them.
+/// Messages a socket sends, in the order it received them (its frames go to the [`Intake`]
+/// before any message sent after them).
 #[derive(Debug)]
 pub enum SocketMsg {
-    Frame {
+    /// The intake holds [`EARLY_SYNC_BYTES`]: sync now; the reply comes once the sync has
+    /// started, and the socket reads nothing more until then (backpressure).
+    Full {
         socket: SocketId,
-        frame: Frame,
+        reply: oneshot::Sender<()>,
     },
     Flush {
         socket: SocketId,
@@ -113,12 +117,82 @@ pub struct TrackShared {
     pub connected: AtomicBool,
 }
 
+/// The audio a track's socket handed over and no sync has taken yet. Only the socket the writer
+/// names as `owner` may append, so a replaced socket's late frames, or any after the writer told
+/// its socket to go, are moot.
+#[derive(Debug)]
+pub struct Intake {
+    owner: Option<SocketId>,
+    pending: Vec<u8>,
+    /// The offset the next frame must carry.
+    written: u64,
+    max_data: u64,
+    /// What one sync interval brings at most: `pending` is sized once per sync, not grown.
+    expected: usize,
+}
+
+/// What became of a frame handed to [`WriterHandle::append`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Taken (or all of it was stored already); `pending` bytes wait for the next sync.
+    Taken { pending: usize },
+    /// The socket no longer holds the track: the writer has queued why.
+    NotHolder,
+    /// The frame starts past the end of what is stored.
+    Gap { offset: u64, stored: u64 },
+    /// The frame would take the file past what a WAV can hold.
+    Full,
+}
+
 /// The senders to one writer, kept in the registry.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     pub socket_tx: mpsc::Sender<SocketMsg>,
     pub control_tx: mpsc::UnboundedSender<Control>,
     pub shared: Arc<TrackShared>,
+    intake: Arc<Mutex<Intake>>,
+}
+
+impl WriterHandle {
+    /// The socket's one step per frame: the new bytes join the track's pending audio, on the
+    /// socket's own task. A resend may overlap what is stored: only the bytes past it are new.
+    pub fn append(&self, socket: SocketId, frame: &Frame) -> Appended {
+        let mut intake = lock(&self.intake);
+        if intake.owner != Some(socket) {
+            return Appended::NotHolder;
+        }
+        let stored = intake.written;
+        if frame.offset > stored {
+            return Appended::Gap {
+                offset: frame.offset,
+                stored,
+            };
+        }
+        let overlap = stored - frame.offset;
+        let fresh = frame.payload.get(overlap as usize..).unwrap_or_default();
+        if stored + fresh.len() as u64 > intake.max_data {
+            return Appended::Full;
+        }
+        if !fresh.is_empty() {
+            if intake.pending.capacity() == 0 {
+                let expected = intake.expected;
+                intake.pending.reserve_exact(expected);
+            }
+            intake.pending.extend_from_slice(fresh);
+            intake.written += fresh.len() as u64;
+            self.shared.written.store(intake.written, Ordering::Release);
+        }
+        Appended::Taken {
+            pending: intake.pending.len(),
+        }
+    }
+}
+
+fn lock(intake: &Mutex<Intake>) -> MutexGuard<'_, Intake> {
+    // Plain data: a panic elsewhere while holding it leaves nothing half-done worth refusing.
+    intake
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub struct WriterSetup {
@@ -129,19 +203,17 @@ pub struct WriterSetup {
     pub sync_interval: Duration,
 }
 
-type SyncJob = JoinHandle<(TrackFile, Vec<u8>, io::Result<u64>)>;
+type SyncJob = JoinHandle<(TrackFile, io::Result<u64>)>;
 
 struct Writer {
     setup: WriterSetup,
     shared: Arc<TrackShared>,
+    intake: Arc<Mutex<Intake>>,
     /// `None` only while a sync job holds it.
     file: Option<TrackFile>,
     job: Option<SyncJob>,
-    pending: Vec<u8>,
-    spare: Vec<u8>,
-    written: u64,
     synced: u64,
-    max_data: u64,
+    /// The socket holding the track; the intake's `owner` names the same one.
     current: Option<SocketLink>,
     /// For each flush not yet answered, the offset its ack must cover.
     flush_targets: VecDeque<u64>,
@@ -156,24 +228,40 @@ pub fn spawn(setup: WriterSetup, retire: Retire) -> WriterHandle {
     let (socket_tx, socket_rx) = mpsc::channel(64);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(TrackShared::default());
+    let intake = Arc::new(Mutex::new(Intake {
+        owner: None,
+        pending: Vec::new(),
+        written: 0,
+        max_data: 0,
+        expected: expected_bytes(&setup),
+    }));
     let handle = WriterHandle {
         socket_tx,
         control_tx,
         shared: shared.clone(),
+        intake: intake.clone(),
     };
-    tokio::spawn(run(setup, shared, retire, socket_rx, control_rx));
+    tokio::spawn(run(setup, shared, intake, retire, socket_rx, control_rx));
     handle
+}
+
+/// The audio one sync interval brings at real time, capped at [`EARLY_SYNC_BYTES`].
+fn expected_bytes(setup: &WriterSetup) -> usize {
+    let per_second = u64::from(setup.format.sample_rate) * setup.format.block_size();
+    let per_interval = per_second as f64 * setup.sync_interval.as_secs_f64();
+    (per_interval.ceil() as usize).min(EARLY_SYNC_BYTES)
 }
 
 async fn run(
     setup: WriterSetup,
     shared: Arc<TrackShared>,
+    intake: Arc<Mutex<Intake>>,
     retire: Retire,
     mut socket_rx: mpsc::Receiver<SocketMsg>,
     mut control_rx: mpsc::UnboundedReceiver<Control>,
 ) {
     let key = setup.key.clone();
-    let mut writer = match Writer::open(setup, shared.clone()).await {
+    let mut writer = match Writer::open(setup, shared.clone(), intake).await {
         Ok(writer) => writer,
         Err(error) => {
             tracing::error!(session = %key.session, track = %key.track, %error, "cannot open track file");
@@ -220,7 +308,7 @@ async fn run(
 
 async fn wait_job(
     job: &mut Option<SyncJob>,
-) -> Result<(TrackFile, Vec<u8>, io::Result<u64>), tokio::task::JoinError> {
+) -> Result<(TrackFile, io::Result<u64>), tokio::task::JoinError> {
     match job {
         Some(handle) => handle.await,
         None => std::future::pending().await,
@@ -242,7 +330,11 @@ fn refuse_attaches(control_rx: &mut mpsc::UnboundedReceiver<Control>, error: &io
 }
 
 impl Writer {
-    async fn open(setup: WriterSetup, shared: Arc<TrackShared>) -> io::Result<Writer> {
+    async fn open(
+        setup: WriterSetup,
+        shared: Arc<TrackShared>,
+        intake: Arc<Mutex<Intake>>,
+    ) -> io::Result<Writer> {
         let path = setup.path.clone();
         let format = setup.format;
         let file =
@@ -252,15 +344,17 @@ impl Writer {
         let synced = file.synced();
         shared.written.store(synced, Ordering::Release);
         shared.synced.store(synced, Ordering::Release);
+        {
+            let mut intake = lock(&intake);
+            intake.written = synced;
+            intake.max_data = file.max_data_bytes();
+        }
         Ok(Writer {
-            max_data: file.max_data_bytes(),
             setup,
             shared,
+            intake,
             file: Some(file),
             job: None,
-            pending: Vec::new(),
-            spare: Vec::new(),
-            written: synced,
             synced,
             current: None,
             flush_targets: VecDeque::new(),
@@ -269,12 +363,24 @@ impl Writer {
     }
 
     fn is_idle(&self) -> bool {
-        self.current.is_none() && self.job.is_none() && self.pending.is_empty()
+        self.current.is_none() && self.job.is_none() && lock(&self.intake).pending.is_empty()
+    }
+
+    /// Names the socket whose frames the intake takes (none: it takes nothing).
+    fn hold_for(&mut self, link: Option<SocketLink>) {
+        lock(&self.intake).owner = link.as_ref().map(|link| link.id);
+        self.shared
+            .connected
+            .store(link.is_some(), Ordering::Release);
+        self.current = link;
     }
 
     async fn on_control(&mut self, control: Control) -> io::Result<()> {
         match control {
             Control::Attach { link, reply } => {
+                // The old socket's frames stop here; what it handed over is synced (and acked
+                // to it) before it hears 4001.
+                lock(&self.intake).owner = None;
                 if let Err(error) = self.drain().await {
                     let _ = reply.send(Err(io::Error::new(error.kind(), error.to_string())));
                     return Err(error);
@@ -286,8 +392,7 @@ impl Writer {
                         .send(Outbound::Close(Closing::quiet(CloseReason::Replaced)));
                 }
                 self.flush_targets.clear();
-                self.current = Some(link);
-                self.shared.connected.store(true, Ordering::Release);
+                self.hold_for(Some(link));
                 self.record_segment();
                 if self.marked_done {
                     self.marked_done = false;
@@ -317,22 +422,27 @@ impl Writer {
 
     /// Syncs everything, closes the socket holding the track for `reason` and saves the size.
     async fn close_synced(&mut self, reason: CloseReason) -> io::Result<()> {
+        lock(&self.intake).owner = None;
         let drained = self.drain().await;
-        if let Some(link) = self.current.take() {
+        let link = self.current.take();
+        self.hold_for(None);
+        if let Some(link) = link {
             if reason == CloseReason::Finished {
                 let _ = link.outbound.send(Outbound::Finished);
             }
             let _ = link.outbound.send(Outbound::Close(Closing::quiet(reason)));
         }
-        self.shared.connected.store(false, Ordering::Release);
         self.persist_size().await;
         drained
     }
 
     async fn on_socket(&mut self, msg: SocketMsg) -> io::Result<()> {
         match msg {
-            SocketMsg::Frame { socket, frame } if self.is_current(socket) => {
-                self.on_frame(frame).await?
+            SocketMsg::Full { socket, reply } if self.is_current(socket) => {
+                // Never more than one sync's worth waits while another runs.
+                self.finish_job().await?;
+                self.start_sync();
+                let _ = reply.send(());
             }
             SocketMsg::Flush { socket } if self.is_current(socket) => self.on_flush(),
             SocketMsg::Done { socket, reply } if self.is_current(socket) => {
@@ -345,8 +455,7 @@ impl Writer {
                 let _ = reply.send(self.synced);
             }
             SocketMsg::Detach { socket } if self.is_current(socket) => {
-                self.current = None;
-                self.shared.connected.store(false, Ordering::Release);
+                self.hold_for(None);
                 self.drain().await?;
                 self.persist_size().await;
             }
@@ -360,85 +469,57 @@ impl Writer {
         self.current.as_ref().is_some_and(|link| link.id == socket)
     }
 
-    async fn on_frame(&mut self, frame: Frame) -> io::Result<()> {
-        let stored = self.written;
-        if frame.offset > stored {
-            self.close_current(Closing::gap(frame.offset, stored));
-            return Ok(());
-        }
-        // A resend may overlap what is stored: only the bytes past it are new.
-        let overlap = stored - frame.offset;
-        let Some(fresh) = frame
-            .payload
-            .get(overlap as usize..)
-            .filter(|fresh| !fresh.is_empty())
-        else {
-            return Ok(());
-        };
-        if stored + fresh.len() as u64 > self.max_data {
-            self.close_current(Closing::new(
-                CloseReason::TrackFull,
-                "a WAV file holds at most 4 GiB: continue in a new track",
-            ));
-            return Ok(());
-        }
-        self.pending.extend_from_slice(fresh);
-        crate::metrics::bytes_received(fresh.len());
-        self.written += fresh.len() as u64;
-        self.shared.written.store(self.written, Ordering::Release);
-        if self.pending.len() >= EARLY_SYNC_BYTES {
-            // Backpressure: never hold more than one sync's worth while another is running.
-            self.finish_job().await?;
-            if self.job.is_none() && !self.pending.is_empty() {
-                self.start_sync();
-            }
-        }
-        Ok(())
-    }
-
     fn on_flush(&mut self) {
-        if self.written == self.synced {
+        let written = lock(&self.intake).written;
+        if written == self.synced {
             self.send(Outbound::Ack(self.synced));
             return;
         }
-        self.flush_targets.push_back(self.written);
+        self.flush_targets.push_back(written);
         if self.job.is_none() {
             self.start_sync();
         }
     }
 
     fn on_tick(&mut self) -> io::Result<()> {
-        if self.job.is_none() && !self.pending.is_empty() {
+        if self.job.is_none() {
             self.start_sync();
         }
         Ok(())
     }
 
+    /// Hands what the intake holds to a blocking thread, unless a sync runs or nothing waits.
+    /// The buffer goes with it and is freed there: between syncs a track holds only what
+    /// arrived since the last one.
     fn start_sync(&mut self) {
+        if self.job.is_some() {
+            return;
+        }
+        let buffer = std::mem::take(&mut lock(&self.intake).pending);
+        if buffer.is_empty() {
+            return;
+        }
         let Some(mut file) = self.file.take() else {
             return;
         };
-        let next_buffer = std::mem::take(&mut self.spare);
-        let mut buffer = std::mem::replace(&mut self.pending, next_buffer);
+        crate::metrics::bytes_received(buffer.len());
         self.job = Some(tokio::task::spawn_blocking(move || {
             let result = crate::metrics::timed_sync(|| file.append_and_sync(&[&buffer]));
-            buffer.clear();
-            (file, buffer, result)
+            (file, result)
         }));
     }
 
     fn on_job_done(
         &mut self,
-        done: Result<(TrackFile, Vec<u8>, io::Result<u64>), tokio::task::JoinError>,
+        done: Result<(TrackFile, io::Result<u64>), tokio::task::JoinError>,
     ) -> io::Result<()> {
-        let (file, buffer, result) = done.map_err(io::Error::other)?;
+        let (file, result) = done.map_err(io::Error::other)?;
         self.file = Some(file);
-        self.spare = buffer;
         crate::metrics::bytes_acked(self.synced, *result.as_ref().unwrap_or(&self.synced));
         self.synced = result?;
         self.shared.synced.store(self.synced, Ordering::Release);
         self.ack_synced();
-        if !self.flush_targets.is_empty() && !self.pending.is_empty() {
+        if !self.flush_targets.is_empty() {
             self.start_sync();
         }
         Ok(())
@@ -474,10 +555,10 @@ impl Writer {
     async fn drain(&mut self) -> io::Result<()> {
         loop {
             self.finish_job().await?;
-            if self.pending.is_empty() {
+            self.start_sync();
+            if self.job.is_none() {
                 return Ok(());
             }
-            self.start_sync();
         }
     }
 
@@ -490,8 +571,7 @@ impl Writer {
     /// Tells the socket why it must go, and stops listening to it.
     fn close_current(&mut self, closing: Closing) {
         self.send(Outbound::Close(closing));
-        self.current = None;
-        self.shared.connected.store(false, Ordering::Release);
+        self.hold_for(None);
     }
 
     /// Storage failed: the socket hears 1011; unsynced audio is dropped (the client still holds
@@ -502,7 +582,9 @@ impl Writer {
             CloseReason::StorageFailed,
             format!("the server could not store audio: {error}"),
         ));
-        self.pending.clear();
+        let mut intake = lock(&self.intake);
+        intake.pending = Vec::new();
+        intake.written = self.synced;
         self.shared.written.store(self.synced, Ordering::Release);
     }
 

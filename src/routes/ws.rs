@@ -22,7 +22,7 @@ use crate::guests::{self, Guest};
 use crate::ingest::frame;
 use crate::ingest::protocol::{ClientCommand, CloseReason, Closing, ServerMessage};
 use crate::ingest::registry::now_ms;
-use crate::ingest::writer::WriterHandle;
+use crate::ingest::writer::{Appended, WriterHandle, EARLY_SYNC_BYTES};
 use crate::ingest::{ConnectionPermit, Outbound, SocketLink, SocketMsg, TrackKey};
 use crate::lifecycle;
 use crate::state::AppState;
@@ -327,9 +327,7 @@ impl Socket {
                         )))
                     }
                 };
-                let socket = self.socket_id;
-                self.to_writer(session, outbound, SocketMsg::Frame { socket, frame })
-                    .await
+                self.append(session, outbound, &frame).await
             }
             Ok(AggregatedMessage::Text(text)) => match ClientCommand::parse(&text) {
                 Ok(command) => self.command(session, outbound, command).await,
@@ -461,6 +459,35 @@ impl Socket {
             Err(error) => {
                 tracing::warn!(session = %self.session, track = %self.track, %error, "a mark was dropped: its track's marks cannot be read");
             }
+        }
+    }
+
+    /// One frame into the track's intake, on this task: the writer takes it at the next sync.
+    async fn append(
+        &self,
+        session: &mut actix_ws::Session,
+        outbound: &mut mpsc::UnboundedReceiver<Outbound>,
+        frame: &frame::Frame,
+    ) -> Option<Ending> {
+        match self.writer.append(self.socket_id, frame) {
+            Appended::Taken { pending } if pending >= EARLY_SYNC_BYTES => {
+                // Backpressure: nothing more is read until the writer took this much.
+                let (reply, started) = oneshot::channel();
+                let socket = self.socket_id;
+                let full = SocketMsg::Full { socket, reply };
+                if let Some(ending) = self.to_writer(session, outbound, full).await {
+                    return Some(ending);
+                }
+                let _ = started.await;
+                None
+            }
+            // Not the holder: replaced, or told to close; that close is on its way.
+            Appended::Taken { .. } | Appended::NotHolder => None,
+            Appended::Gap { offset, stored } => Some(Ending::Close(Closing::gap(offset, stored))),
+            Appended::Full => Some(Ending::Close(Closing::new(
+                CloseReason::TrackFull,
+                "a WAV file holds at most 4 GiB: continue in a new track",
+            ))),
         }
     }
 
