@@ -15,6 +15,8 @@ pub struct TrackFile {
     layout: Layout,
     /// PCM bytes on stable storage, and the header says so.
     synced: u64,
+    /// PCM bytes written to the file (the page cache), synced or not: at least `synced`.
+    written: u64,
 }
 
 /// What a crash repair found and did.
@@ -45,6 +47,7 @@ impl TrackFile {
             file,
             layout: Layout::of(format),
             synced: 0,
+            written: 0,
         })
     }
 
@@ -60,6 +63,7 @@ impl TrackFile {
             file,
             layout,
             synced: report.data_bytes,
+            written: report.data_bytes,
         };
         Ok((track, report))
     }
@@ -93,23 +97,29 @@ impl TrackFile {
         self.layout.max_data_bytes()
     }
 
-    /// Appends `chunks` after the synced data, updates the header and fdatasyncs. On error the
-    /// synced size stays where it was: whatever reached the file past it is rewritten by the
-    /// next append or cut by the next repair.
+    /// Appends `chunks` after what is written, updates the header and fdatasyncs: everything
+    /// written is then synced. On error the synced size stays where it was, and the header with
+    /// it; the file is the next writer's to repair.
     pub fn append_and_sync(&mut self, chunks: &[impl AsRef<[u8]>]) -> io::Result<u64> {
-        let mut position = self.layout.data_start + self.synced;
         for chunk in chunks {
-            let chunk = chunk.as_ref();
-            self.file.write_all_at(chunk, position)?;
-            position += chunk.len() as u64;
+            self.append(chunk.as_ref())?;
         }
-        let data_bytes = position - self.layout.data_start;
-        if data_bytes != self.synced {
-            write_sizes(&self.file, &self.layout, data_bytes)?;
+        if self.written != self.synced {
+            write_sizes(&self.file, &self.layout, self.written)?;
         }
         self.file.sync_data()?;
-        self.synced = data_bytes;
-        Ok(data_bytes)
+        self.synced = self.written;
+        Ok(self.synced)
+    }
+
+    /// Writes PCM after what is written, to the page cache only: the header still says
+    /// `synced`, and nothing is promised until the next [`Self::append_and_sync`]. A crash
+    /// may keep some of these bytes (repair counts whole blocks) or none; never other bytes.
+    pub fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.file
+            .write_all_at(chunk, self.layout.data_start + self.written)?;
+        self.written += chunk.len() as u64;
+        Ok(())
     }
 }
 

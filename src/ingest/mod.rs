@@ -4,6 +4,7 @@
 pub mod frame;
 pub mod protocol;
 pub mod registry;
+pub mod storage;
 pub mod writer;
 
 pub use protocol::{CloseReason, Closing};

@@ -1,8 +1,10 @@
 //! The track writer: one task per live track owns its file. The socket holding the track appends
-//! each frame to the track's [`Intake`] itself, with no message and no wake per frame; at least
-//! every sync interval the writer takes what piled up and hands it to a blocking thread that
-//! writes, rewrites the header and fdatasyncs; only then does it ack. One sync at a time per
-//! track, so bytes reach the file in order and the header never runs ahead of the data.
+//! each frame to the track's [`Intake`] itself, with no message and no wake per frame. Each
+//! [`WRITE_BATCH`] that piles up goes to a storage thread that writes it to the file (the page
+//! cache), so a track holds little audio in memory; at least every sync interval the writer
+//! hands the rest to a storage thread that writes it, rewrites the header and fdatasyncs; only
+//! then does it ack. One storage job at a time per track, so bytes reach the file in order and
+//! the header never runs ahead of the data.
 
 use std::collections::VecDeque;
 use std::io;
@@ -12,11 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::frame::Frame;
 use super::protocol::{CloseReason, Closing};
+use super::storage;
 use crate::audio::{AudioFormat, TrackFile};
 use crate::db;
 use crate::db::commit::Committer;
@@ -36,7 +38,13 @@ pub struct TrackKey {
 /// lock". Attaches are sent under that same lock, so none is lost between the check and the stop.
 pub type Retire = Box<dyn Fn(&dyn Fn() -> bool) -> bool + Send + Sync>;
 
-/// Past this much buffered audio a sync starts before the interval is up, bounding memory.
+/// Audio that goes to the file (unsynced) as soon as it has piled up, so what a live track
+/// holds in memory does not grow with the sync interval or the format. A third of a second of
+/// 48 kHz mono s16; a write costs a trip to a storage thread, so smaller batches cost CPU.
+pub const WRITE_BATCH: usize = 64 * 1024;
+
+/// Past this much buffered audio (a storage job is slow, or the client sends faster than real
+/// time) a sync starts before the interval is up, and the socket waits for it.
 pub const EARLY_SYNC_BYTES: usize = 256 * 1024;
 
 /// What a writer tells its socket. After a `Close` the writer no longer listens to that socket,
@@ -64,6 +72,8 @@ pub struct SocketLink {
 /// before any message sent after them).
 #[derive(Debug)]
 pub enum SocketMsg {
+    /// The intake holds a [`WRITE_BATCH`]: write it to the file.
+    Batch,
     /// The intake holds [`EARLY_SYNC_BYTES`]: sync now; the reply comes once the sync has
     /// started, and the socket reads nothing more until then (backpressure).
     Full {
@@ -123,19 +133,66 @@ pub struct TrackShared {
 #[derive(Debug)]
 pub struct Intake {
     owner: Option<SocketId>,
-    pending: Vec<u8>,
+    pending: Chunks,
     /// The offset the next frame must carry.
     written: u64,
     max_data: u64,
-    /// What one sync interval brings at most: `pending` is sized once per sync, not grown.
-    expected: usize,
+    /// The writer was told that `pending` holds a batch.
+    batch_told: bool,
+}
+
+impl Intake {
+    /// Everything pending, for a storage job.
+    fn take(&mut self) -> Chunks {
+        self.batch_told = false;
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Pending audio is kept in chunks this large, allocated as they fill: a track's memory follows
+/// what it holds, not the most a sync interval could bring.
+const CHUNK: usize = 16 * 1024;
+
+/// Audio waiting for a storage job, in order.
+#[derive(Debug, Default)]
+struct Chunks {
+    chunks: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl Chunks {
+    fn extend(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len();
+        while !bytes.is_empty() {
+            match self.chunks.last_mut() {
+                Some(chunk) if chunk.len() < CHUNK => {
+                    let (now, later) = bytes.split_at((CHUNK - chunk.len()).min(bytes.len()));
+                    chunk.extend_from_slice(now);
+                    bytes = later;
+                }
+                _ => self.chunks.push(Vec::with_capacity(CHUNK)),
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// What became of a frame handed to [`WriterHandle::append`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Appended {
-    /// Taken (or all of it was stored already); `pending` bytes wait for the next sync.
-    Taken { pending: usize },
+    /// Taken (or all of it was stored already).
+    Taken,
+    /// Taken, and a [`WRITE_BATCH`] waits: the socket tells the writer (once per batch).
+    Batch,
+    /// Taken, and [`EARLY_SYNC_BYTES`] wait: the socket waits for the writer to take them.
+    MustWait,
     /// The socket no longer holds the track: the writer has queued why.
     NotHolder,
     /// The frame starts past the end of what is stored.
@@ -174,16 +231,18 @@ impl WriterHandle {
             return Appended::Full;
         }
         if !fresh.is_empty() {
-            if intake.pending.capacity() == 0 {
-                let expected = intake.expected;
-                intake.pending.reserve_exact(expected);
-            }
-            intake.pending.extend_from_slice(fresh);
+            intake.pending.extend(fresh);
             intake.written += fresh.len() as u64;
             self.shared.written.store(intake.written, Ordering::Release);
         }
-        Appended::Taken {
-            pending: intake.pending.len(),
+        let pending = intake.pending.len();
+        if pending >= EARLY_SYNC_BYTES {
+            Appended::MustWait
+        } else if pending >= WRITE_BATCH && !intake.batch_told {
+            intake.batch_told = true;
+            Appended::Batch
+        } else {
+            Appended::Taken
         }
     }
 }
@@ -203,15 +262,25 @@ pub struct WriterSetup {
     pub sync_interval: Duration,
 }
 
-type SyncJob = JoinHandle<(TrackFile, io::Result<u64>)>;
+/// What a storage job hands back: the file, and the offset synced (a write changes nothing).
+type JobDone = (TrackFile, io::Result<u64>);
+
+/// The track's one storage job in flight.
+struct Job {
+    done: oneshot::Receiver<JobDone>,
+    /// A sync (header and fdatasync), not just a write.
+    syncs: bool,
+}
 
 struct Writer {
     setup: WriterSetup,
     shared: Arc<TrackShared>,
     intake: Arc<Mutex<Intake>>,
-    /// `None` only while a sync job holds it.
+    /// `None` only while a storage job holds it.
     file: Option<TrackFile>,
-    job: Option<SyncJob>,
+    job: Option<Job>,
+    /// Bytes handed to storage jobs: in the file, synced or not.
+    handed: u64,
     synced: u64,
     /// The socket holding the track; the intake's `owner` names the same one.
     current: Option<SocketLink>,
@@ -230,10 +299,10 @@ pub fn spawn(setup: WriterSetup, retire: Retire) -> WriterHandle {
     let shared = Arc::new(TrackShared::default());
     let intake = Arc::new(Mutex::new(Intake {
         owner: None,
-        pending: Vec::new(),
+        pending: Chunks::default(),
         written: 0,
         max_data: 0,
-        expected: expected_bytes(&setup),
+        batch_told: false,
     }));
     let handle = WriterHandle {
         socket_tx,
@@ -243,13 +312,6 @@ pub fn spawn(setup: WriterSetup, retire: Retire) -> WriterHandle {
     };
     tokio::spawn(run(setup, shared, intake, retire, socket_rx, control_rx));
     handle
-}
-
-/// The audio one sync interval brings at real time, capped at [`EARLY_SYNC_BYTES`].
-fn expected_bytes(setup: &WriterSetup) -> usize {
-    let per_second = u64::from(setup.format.sample_rate) * setup.format.block_size();
-    let per_interval = per_second as f64 * setup.sync_interval.as_secs_f64();
-    (per_interval.ceil() as usize).min(EARLY_SYNC_BYTES)
 }
 
 async fn run(
@@ -280,8 +342,8 @@ async fn run(
                 None => break,
             },
             done = wait_job(&mut writer.job) => {
-                writer.job = None;
-                writer.on_job_done(done)
+                let syncs = writer.job.take().is_some_and(|job| job.syncs);
+                writer.on_job_done(done, syncs)
             }
             msg = socket_rx.recv() => match msg {
                 Some(msg) => writer.on_socket(msg).await,
@@ -306,11 +368,9 @@ async fn run(
     tracing::debug!(session = %key.session, track = %key.track, "writer stopped");
 }
 
-async fn wait_job(
-    job: &mut Option<SyncJob>,
-) -> Result<(TrackFile, io::Result<u64>), tokio::task::JoinError> {
+async fn wait_job(job: &mut Option<Job>) -> Result<JobDone, oneshot::error::RecvError> {
     match job {
-        Some(handle) => handle.await,
+        Some(job) => (&mut job.done).await,
         None => std::future::pending().await,
     }
 }
@@ -355,6 +415,7 @@ impl Writer {
             intake,
             file: Some(file),
             job: None,
+            handed: synced,
             synced,
             current: None,
             flush_targets: VecDeque::new(),
@@ -363,7 +424,10 @@ impl Writer {
     }
 
     fn is_idle(&self) -> bool {
-        self.current.is_none() && self.job.is_none() && lock(&self.intake).pending.is_empty()
+        self.current.is_none()
+            && self.job.is_none()
+            && self.handed == self.synced
+            && lock(&self.intake).pending.is_empty()
     }
 
     /// Names the socket whose frames the intake takes (none: it takes nothing).
@@ -438,6 +502,7 @@ impl Writer {
 
     async fn on_socket(&mut self, msg: SocketMsg) -> io::Result<()> {
         match msg {
+            SocketMsg::Batch => self.start_write(),
             SocketMsg::Full { socket, reply } if self.is_current(socket) => {
                 // Never more than one sync's worth waits while another runs.
                 self.finish_job().await?;
@@ -488,38 +553,76 @@ impl Writer {
         Ok(())
     }
 
-    /// Hands what the intake holds to a blocking thread, unless a sync runs or nothing waits.
-    /// The buffer goes with it and is freed there: between syncs a track holds only what
-    /// arrived since the last one.
+    /// Hands a batch the intake holds to a storage thread that writes it to the file (not
+    /// synced, so not acked), unless a job runs. The buffer is freed there: a track holds about
+    /// one batch in memory.
+    fn start_write(&mut self) {
+        if self.job.is_some() {
+            return;
+        }
+        let buffer = {
+            let mut intake = lock(&self.intake);
+            if intake.pending.len() < WRITE_BATCH {
+                return;
+            }
+            intake.take()
+        };
+        let Some(mut file) = self.file.take() else {
+            return;
+        };
+        crate::metrics::bytes_received(buffer.len());
+        self.handed += buffer.len() as u64;
+        let done = storage::run(move || {
+            let result = buffer
+                .chunks
+                .iter()
+                .try_for_each(|chunk| file.append(chunk));
+            let result = result.map(|()| 0);
+            (file, result)
+        });
+        self.job = Some(Job { done, syncs: false });
+    }
+
+    /// Hands what the intake holds to a storage thread that writes it, rewrites the header and
+    /// fdatasyncs, unless a job runs or nothing is unsynced.
     fn start_sync(&mut self) {
         if self.job.is_some() {
             return;
         }
-        let buffer = std::mem::take(&mut lock(&self.intake).pending);
-        if buffer.is_empty() {
+        let buffer = lock(&self.intake).take();
+        if buffer.is_empty() && self.handed == self.synced {
             return;
         }
         let Some(mut file) = self.file.take() else {
             return;
         };
         crate::metrics::bytes_received(buffer.len());
-        self.job = Some(tokio::task::spawn_blocking(move || {
-            let result = crate::metrics::timed_sync(|| file.append_and_sync(&[&buffer]));
+        self.handed += buffer.len() as u64;
+        let done = storage::run(move || {
+            let result = crate::metrics::timed_sync(|| file.append_and_sync(&buffer.chunks));
             (file, result)
-        }));
+        });
+        self.job = Some(Job { done, syncs: true });
     }
 
     fn on_job_done(
         &mut self,
-        done: Result<(TrackFile, io::Result<u64>), tokio::task::JoinError>,
+        done: Result<JobDone, oneshot::error::RecvError>,
+        syncs: bool,
     ) -> io::Result<()> {
-        let (file, result) = done.map_err(io::Error::other)?;
+        let (file, result) = done.map_err(|_| io::Error::other("a storage job stopped"))?;
         self.file = Some(file);
-        crate::metrics::bytes_acked(self.synced, *result.as_ref().unwrap_or(&self.synced));
-        self.synced = result?;
-        self.shared.synced.store(self.synced, Ordering::Release);
-        self.ack_synced();
-        if !self.flush_targets.is_empty() {
+        if syncs {
+            crate::metrics::bytes_acked(self.synced, *result.as_ref().unwrap_or(&self.synced));
+            self.synced = result?;
+            self.shared.synced.store(self.synced, Ordering::Release);
+            self.ack_synced();
+        } else {
+            result?;
+        }
+        if self.flush_targets.is_empty() {
+            self.start_write();
+        } else {
             self.start_sync();
         }
         Ok(())
@@ -541,14 +644,14 @@ impl Writer {
         }
     }
 
-    /// Waits for the running sync, if any, and takes its result.
+    /// Waits for the running storage job, if any, and takes its result.
     async fn finish_job(&mut self) -> io::Result<()> {
         if self.job.is_none() {
             return Ok(());
         }
         let done = wait_job(&mut self.job).await;
-        self.job = None;
-        self.on_job_done(done)
+        let syncs = self.job.take().is_some_and(|job| job.syncs);
+        self.on_job_done(done, syncs)
     }
 
     /// Waits for the running sync and syncs whatever is left: afterwards all written is synced.
@@ -583,7 +686,7 @@ impl Writer {
             format!("the server could not store audio: {error}"),
         ));
         let mut intake = lock(&self.intake);
-        intake.pending = Vec::new();
+        intake.take();
         intake.written = self.synced;
         self.shared.written.store(self.synced, Ordering::Release);
     }

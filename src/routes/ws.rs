@@ -22,7 +22,7 @@ use crate::guests::{self, Guest};
 use crate::ingest::frame;
 use crate::ingest::protocol::{ClientCommand, CloseReason, Closing, ServerMessage};
 use crate::ingest::registry::now_ms;
-use crate::ingest::writer::{Appended, WriterHandle, EARLY_SYNC_BYTES};
+use crate::ingest::writer::{Appended, WriterHandle};
 use crate::ingest::{ConnectionPermit, Outbound, SocketLink, SocketMsg, TrackKey};
 use crate::lifecycle;
 use crate::state::AppState;
@@ -470,7 +470,11 @@ impl Socket {
         frame: &frame::Frame,
     ) -> Option<Ending> {
         match self.writer.append(self.socket_id, frame) {
-            Appended::Taken { pending } if pending >= EARLY_SYNC_BYTES => {
+            Appended::Batch => {
+                // One message per batch, never per frame.
+                self.to_writer(session, outbound, SocketMsg::Batch).await
+            }
+            Appended::MustWait => {
                 // Backpressure: nothing more is read until the writer took this much.
                 let (reply, started) = oneshot::channel();
                 let socket = self.socket_id;
@@ -482,7 +486,7 @@ impl Socket {
                 None
             }
             // Not the holder: replaced, or told to close; that close is on its way.
-            Appended::Taken { .. } | Appended::NotHolder => None,
+            Appended::Taken | Appended::NotHolder => None,
             Appended::Gap { offset, stored } => Some(Ending::Close(Closing::gap(offset, stored))),
             Appended::Full => Some(Ending::Close(Closing::new(
                 CloseReason::TrackFull,
