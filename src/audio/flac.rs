@@ -30,7 +30,8 @@ pub struct FlacWriter<W: Write> {
     inner: W,
     sample: SampleFormat,
     channels: usize,
-    config: Verified<config::Encoder>,
+    /// The encoder's settings, best first; the last writes verbatim subframes.
+    configs: Vec<Verified<config::Encoder>>,
     info: StreamInfo,
     framebuf: FrameBuf,
     /// Interleaved samples of the block being filled.
@@ -49,8 +50,8 @@ impl<W: Write> FlacWriter<W> {
     pub fn new(mut inner: W, format: AudioFormat, total_frames: u64) -> io::Result<Self> {
         let channels = usize::from(format.channels);
         let bits = bits_per_sample(format.sample);
-        let mut info = StreamInfo::new(format.sample_rate as usize, channels, bits)
-            .map_err(encoding_error)?;
+        let mut info =
+            StreamInfo::new(format.sample_rate as usize, channels, bits).map_err(encoding_error)?;
         info.set_block_sizes(BLOCK_FRAMES, BLOCK_FRAMES)
             .map_err(encoding_error)?;
         // Zero: unknown, since the header goes out before any frame exists.
@@ -62,14 +63,20 @@ impl<W: Write> FlacWriter<W> {
             .map_err(encoding_error)?;
         inner.write_all(sink.as_slice())?;
         sink.clear();
-        let config = config::Encoder::default()
-            .into_verified()
-            .map_err(encoding_error)?;
+        let best = config::Encoder::default();
+        let mut fixed = best.clone();
+        fixed.subframe_coding.use_lpc = false;
+        let mut verbatim = fixed.clone();
+        verbatim.subframe_coding.use_fixed = false;
+        let configs = [best, fixed, verbatim]
+            .into_iter()
+            .map(|config| config.into_verified().map_err(encoding_error))
+            .collect::<io::Result<Vec<_>>>()?;
         Ok(FlacWriter {
             inner,
             sample: format.sample,
             channels,
-            config,
+            configs,
             info,
             framebuf: FrameBuf::with_size(channels, BLOCK_FRAMES).map_err(encoding_error)?,
             pending: Vec::with_capacity(BLOCK_FRAMES * channels),
@@ -103,13 +110,25 @@ impl<W: Write> FlacWriter<W> {
         self.framebuf
             .fill_interleaved(&self.pending)
             .map_err(encoding_error)?;
-        let frame = flacenc::encode_fixed_size_frame(
-            &self.config,
-            &self.framebuf,
-            self.frame_number,
-            &self.info,
-        )
-        .map_err(encoding_error)?;
+        // flacenc 0.5 can make an absurd frame (gigabytes) for a block where silence turns
+        // into sound; a frame larger than the samples written plainly is encoded again with
+        // simpler predictors, down to verbatim subframes, which are always right.
+        let plain_bits = self.pending.len() * bits_per_sample(self.sample) + 1024;
+        let mut encoded = None;
+        for config in &self.configs {
+            let frame = flacenc::encode_fixed_size_frame(
+                config,
+                &self.framebuf,
+                self.frame_number,
+                &self.info,
+            )
+            .map_err(encoding_error)?;
+            if frame.count_bits() <= plain_bits {
+                encoded = Some(frame);
+                break;
+            }
+        }
+        let frame = encoded.ok_or_else(|| encoding_error("no encoding fits the block"))?;
         frame.write(&mut self.sink).map_err(encoding_error)?;
         self.inner.write_all(self.sink.as_slice())?;
         self.sink.clear();
@@ -153,5 +172,37 @@ impl<W: Write> Write for FlacWriter<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// flacenc's best settings made a 1.3 GB frame of this block (silence turning into noise).
+    #[test]
+    fn a_block_where_silence_turns_into_noise_stays_small_and_decodes() {
+        let format = AudioFormat::new(44_100, 2, SampleFormat::F32le).unwrap();
+        let mut state = 7u64;
+        let mut samples = vec![0f32; 7563 * 2];
+        samples.extend((0..40_000).map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            f32::from((state >> 48) as u16 as i16) / 32768.0
+        }));
+        let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut writer = FlacWriter::new(Vec::new(), format, 27_563).unwrap();
+        // Writes that cut samples apart, as a stream may.
+        for chunk in bytes.chunks(16_387) {
+            writer.write_all(chunk).unwrap();
+        }
+        let out = writer.finish().unwrap();
+        assert!(out.len() < bytes.len(), "{} bytes", out.len());
+        let mut reader = claxon::FlacReader::new(io::Cursor::new(out)).unwrap();
+        assert_eq!(reader.streaminfo().samples, Some(27_563));
+        let decoded: Vec<i32> = reader.samples().map(Result::unwrap).collect();
+        let expected: Vec<i32> = samples.iter().map(|v| (v * SCALE_24) as i32).collect();
+        assert_eq!(decoded, expected);
     }
 }

@@ -98,8 +98,7 @@ async fn export(
             })
         })
         .collect();
-    let fallback_ms =
-        parse_timestamp(&detail.session.created_at).map_or(0.0, epoch_ms);
+    let fallback_ms = parse_timestamp(&detail.session.created_at).map_or(0.0, epoch_ms);
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(4);
     let store = state.store.clone();
     let session = id.clone();
