@@ -161,7 +161,11 @@ fn build_archive(path: &Path, minutes: f64) -> u64 {
     }
     let manifest = json!({
         "title": "measure",
-        "createdAt": "2026-12-01T12:00:00.000Z",
+        // Before its first sample: capture times from before the session are left out.
+        "createdAt": chrono::DateTime::from_timestamp_millis(T0 as i64 - 60_000)
+            .expect("a time")
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string(),
         "tracks": manifest_tracks,
     });
     zip.start_file("session.json", options).expect("entry");

@@ -342,10 +342,8 @@ fn copy_run(reader: &Reader<'_>, run: &Run, output: &mut Output<'_>) -> io::Resu
 /// Maps an output place (frames from the run's start) to its input position (frames from the
 /// run's first frame), linear between anchors and beyond the ends along the nearest segment.
 fn input_at(places: &[(f64, f64)], place: f64) -> f64 {
-    let segment = places
-        .windows(2)
-        .position(|pair| place < pair[1].0)
-        .unwrap_or(places.len() - 2);
+    // The segment whose end lies past `place` (the last one beyond the end).
+    let segment = places[1..places.len() - 1].partition_point(|&(end, _)| end <= place);
     let ((p0, i0), (p1, i1)) = (places[segment], places[segment + 1]);
     if p1 <= p0 {
         return i1;

@@ -25,6 +25,8 @@ use crate::views::SessionDetail;
 
 /// An upload larger than this is refused: 16 tracks of the largest WAV, and some room.
 const MAX_IMPORT_BYTES: u64 = 16 * (4 << 30) + (1 << 20);
+/// How far outside the session's life a mark's capture time may be (clock estimates err).
+const MARK_SLACK_MS: f64 = 3_600_000.0;
 /// Bytes handed to the response per message; a few in flight bound the memory an export takes.
 const EXPORT_CHUNK: usize = 256 * 1024;
 
@@ -99,6 +101,22 @@ async fn export(
         })
         .collect();
     let fallback_ms = parse_timestamp(&detail.session.created_at).map_or(0.0, epoch_ms);
+    // A capture time from before the session existed or from the future is a client's broken
+    // clock (or a hostile one): it would make the aligned span days long. Such marks are left
+    // out; the track is then placed by its other marks, or by its segments.
+    let plausible = (
+        fallback_ms - MARK_SLACK_MS,
+        epoch_ms(chrono::Utc::now().naive_utc()) + MARK_SLACK_MS,
+    );
+    let tracks: Vec<ExportTrack> = tracks
+        .into_iter()
+        .map(|mut track| {
+            track
+                .marks
+                .retain(|mark| (plausible.0..=plausible.1).contains(&mark.captured_at));
+            track
+        })
+        .collect();
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(4);
     let store = state.store.clone();
     let session = id.clone();

@@ -10,8 +10,14 @@ use crate::archive::{archive_of, entries};
 use crate::helpers::*;
 
 const RATE: f64 = 48_000.0;
-/// The first track's first sample, on the server's clock (ms since the epoch).
-const T0: f64 = 1_764_590_400_000.0;
+/// A moment on the server's clock to place tracks from: now, to the second (ms since the
+/// epoch; the export leaves out capture times from outside the session's life).
+fn now_ms() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (now.as_secs() * 1000) as f64
+}
 
 fn mark(offset: u64, captured_at: f64) -> String {
     json!({"type": "mark", "offset": offset, "capturedAt": captured_at}).to_string()
@@ -161,16 +167,18 @@ fn silent(samples: &[i32], from: f64, to: f64) -> bool {
 #[tokio::test]
 async fn aligned_tracks_share_one_span_and_every_click_sits_within_a_millisecond_of_its_capture() {
     let app = spawn_app().await;
+    // The first track's first sample.
+    let t0 = now_ms();
     let id = app.create_session().await;
 
-    // Track `a`: 30 s captured from T0 on by a clock that is the server's, marked every 5 s.
+    // Track `a`: 30 s captured from t0 on by a clock that is the server's, marked every 5 s.
     let a_clicks = [48_000u64, 350_400, 724_800, 1_200_000, 1_430_000];
     let a_audio = audio(0, 1_440_000, &a_clicks);
     let (mut a, _) = app.connect(&id, "track=a").await;
     send_in_seconds(&mut a, 0, &a_audio).await;
     for second in (0..30).step_by(5) {
         let frame = second * 48_000;
-        a.send_text(&mark(frame * 2, T0 + frame as f64 / 48.0))
+        a.send_text(&mark(frame * 2, t0 + frame as f64 / 48.0))
             .await;
     }
     a.flush(a_audio.len() as u64).await;
@@ -184,7 +192,7 @@ async fn aligned_tracks_share_one_span_and_every_click_sits_within_a_millisecond
     };
     let run1 = 288_144u64; // 6 s of real time
     let run2 = 384_192u64; // 8 s
-    let (start1, start2) = (T0 + 2000.0, T0 + 18_000.0);
+    let (start1, start2) = (t0 + 2000.0, t0 + 18_000.0);
     let b_clicks = [48_024u64, 158_479, 249_725, run1 + 72_036, run1 + 331_366];
     let b_audio = audio(0, run1 + run2, &b_clicks);
     let (mut b, _) = app.connect(&id, "track=b").await;
@@ -209,7 +217,7 @@ async fn aligned_tracks_share_one_span_and_every_click_sits_within_a_millisecond
 
     let files = export(&app, &id, "?aligned=true").await;
     let manifest: Value = serde_json::from_slice(entry(&files, "session.json")).unwrap();
-    assert_eq!(manifest["timeline"]["startMs"], T0);
+    assert_eq!(manifest["timeline"]["startMs"], t0);
     let (spec_a, a_out) = read_wav(entry(&files, "a.wav"));
     let (spec_b, b_out) = read_wav(entry(&files, "b.wav"));
     assert_eq!(
@@ -221,7 +229,7 @@ async fn aligned_tracks_share_one_span_and_every_click_sits_within_a_millisecond
         (48_000, 1, 16)
     );
     let (a_out, b_out) = (ints(a_out), ints(b_out));
-    // One span: T0 to the end of `a` (30 s), `b` ending 4 s before it.
+    // One span: t0 to the end of `a` (30 s), `b` ending 4 s before it.
     assert!(
         a_out.len().abs_diff(b_out.len()) <= 1,
         "{} vs {}",
@@ -230,10 +238,10 @@ async fn aligned_tracks_share_one_span_and_every_click_sits_within_a_millisecond
     );
     assert!(a_out.len().abs_diff(1_440_000) <= 1, "{}", a_out.len());
 
-    let place = |captured_at: f64| (captured_at - T0) * RATE / 1000.0;
+    let place = |captured_at: f64| (captured_at - t0) * RATE / 1000.0;
     let one_ms = RATE / 1000.0;
     for &click in &a_clicks {
-        let expected = place(T0 + click as f64 / 48.0);
+        let expected = place(t0 + click as f64 / 48.0);
         let found = click_near(&a_out, expected);
         assert!(
             (found - expected).abs() <= one_ms,
@@ -286,7 +294,10 @@ async fn aligned_tracks_share_one_span_and_every_click_sits_within_a_millisecond
 }
 
 /// An archive of an old session: tracks with segments and no marks.
-fn old_session_archive(tracks: &[(&str, Vec<(u64, &str)>, Vec<u8>)]) -> Vec<u8> {
+/// A track of an old session: its name, its segments (`offset`, `startedAt`) and its PCM.
+type OldTrack<'a> = (&'a str, Vec<(u64, &'a str)>, Vec<u8>);
+
+fn old_session_archive(tracks: &[OldTrack<'_>]) -> Vec<u8> {
     let format = safetake::audio::AudioFormat::DEFAULT;
     let manifest = json!({
         "title": "before marks",
@@ -523,12 +534,13 @@ async fn every_format_exports_as_wav_and_flac_with_the_samples_it_stored() {
 #[tokio::test]
 async fn an_aligned_export_while_recording_holds_every_acked_byte() {
     let app = spawn_app().await;
+    let t0 = now_ms();
     let id = app.create_session().await;
     let (mut mic, _) = app.connect(&id, "track=mic").await;
     let data = pcm(11, 192_000);
     mic.send_frame(0, &data).await;
-    mic.send_text(&mark(0, T0)).await;
-    mic.send_text(&mark(96_000, T0 + 1000.0)).await;
+    mic.send_text(&mark(0, t0)).await;
+    mic.send_text(&mark(96_000, t0 + 1000.0)).await;
     let acked = mic.flush(data.len() as u64).await;
     for query in ["?aligned=true", "?aligned=true&format=flac"] {
         let files = export(&app, &id, query).await;
@@ -577,4 +589,22 @@ async fn the_history_page_offers_both_exports_and_bad_options_are_refused() {
             .await;
         assert_error(response, 400, "invalid_format").await;
     }
+}
+
+#[tokio::test]
+async fn a_capture_time_from_a_broken_clock_does_not_stretch_the_aligned_export() {
+    let app = spawn_app().await;
+    let id = app.create_session().await;
+    let (mut mic, _) = app.connect(&id, "track=mic").await;
+    let data = pcm(13, 96_000);
+    mic.send_frame(0, &data).await;
+    mic.send_text(&mark(0, now_ms())).await;
+    // Thirty thousand years on: a socket may send it; the export must not wait for it.
+    mic.send_text(&mark(48_000, 1e15)).await;
+    mic.flush(data.len() as u64).await;
+    mic.close().await;
+    finish(&app, &id).await;
+    let files = export(&app, &id, "?aligned=true").await;
+    let (_, samples) = read_wav(entry(&files, "mic.wav"));
+    assert_eq!(ints(samples).len(), 48_000);
 }
