@@ -143,9 +143,9 @@ async fn export(
     });
     let suffix = match (options.aligned, options.flac) {
         (false, false) => "",
-        (false, true) => " (flac)",
-        (true, false) => " (aligned)",
-        (true, true) => " (aligned, flac)",
+        (false, true) => " flac",
+        (true, false) => " aligned",
+        (true, true) => " aligned flac",
     };
     Ok(HttpResponse::Ok()
         .content_type("application/zip")

@@ -34,6 +34,17 @@ async fn export(app: &TestApp, id: &str, query: &str) -> Vec<(String, Vec<u8>)> 
         .await;
     assert_eq!(response.status(), 200, "export{query}");
     assert_eq!(response.headers()["content-type"], "application/zip");
+    let disposition = response.headers()["content-disposition"].to_str().unwrap();
+    let suffix = match (query.contains("aligned=true"), query.contains("flac")) {
+        (false, false) => "",
+        (false, true) => " flac",
+        (true, false) => " aligned",
+        (true, true) => " aligned flac",
+    };
+    assert!(
+        disposition.ends_with(&format!("{suffix}.zip\"")),
+        "{disposition}"
+    );
     entries(&response.bytes().await.unwrap())
 }
 
