@@ -212,7 +212,7 @@ fn session_card(detail: &SessionDetail) -> Markup {
                     }
                     a.button data-testid="export-aligned-flac" href={ "/api/session/" (session.id) "/export.zip?aligned=true&format=flac" } download
                         title="The aligned tracks as FLAC (lossless, about half the size)" {
-                        "Aligned, FLAC"
+                        "Export FLAC (aligned)"
                     }
                 }
                 // An active session is being recorded: it cannot be deleted (409).
