@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of safetake on a fresh machine: installs what the tests need (Chromium, Firefox
-# ESR, WebKitGTK's WebDriver, Xvfb, PulseAudio, nginx, Caddy and Node.js from Debian's packages,
+# ESR, WebKitGTK's WebDriver, Xvfb, PulseAudio, nginx, Caddy, flac (the aligned export's reference
+# decoder) and Node.js from Debian's packages,
 # cargo-fuzz and geckodriver from crates.io), checks formatting and lints, builds the release
 # binary, and runs every suite. The last line sums them up.
 # Usage: bash tests/run-all.sh        (the README's test command; .ci/run calls it)
@@ -26,7 +27,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 missing=()
 for need in /usr/bin/chromium:chromium /usr/bin/firefox-esr:firefox-esr /usr/bin/pulseaudio:pulseaudio \
     /usr/bin/WebKitWebDriver:webkit2gtk-driver /usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser:libwebkit2gtk-4.1-0 \
-    /usr/bin/Xvfb:xvfb /usr/sbin/nginx:nginx /usr/bin/caddy:caddy /usr/bin/systemd-analyze:systemd; do
+    /usr/bin/Xvfb:xvfb /usr/sbin/nginx:nginx /usr/bin/caddy:caddy /usr/bin/systemd-analyze:systemd \
+    /usr/bin/flac:flac; do
     [[ -e "${need%%:*}" ]] || missing+=("${need#*:}")
 done
 if (( ${#missing[@]} > 0 )); then

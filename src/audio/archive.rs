@@ -11,6 +11,8 @@ use serde::Deserialize;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
+use super::align::{self, Span, Timeline};
+use super::flac::FlacWriter;
 use super::store::{Snapshot, TrackStore};
 use super::{wav, AudioFormat, SampleFormat};
 use crate::db::marks::Mark;
@@ -23,27 +25,124 @@ const MAX_ENTRIES: usize = 17;
 const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 const COPY_CHUNK: u64 = 256 * 1024;
 
-/// Writes the archive: each track's consistent snapshot (`live_synced` caps a growing track at
-/// what its writer has synced) as `<track>.wav`, then `manifest` as `session.json`. Entries are
-/// stored, not compressed: PCM barely compresses, and the stream stays as fast as the disk.
+/// What an export holds: the tracks as stored or placed on the session's timeline, as WAV or
+/// FLAC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    pub aligned: bool,
+    pub flac: bool,
+}
+
+/// One track to export: its writer's synced count if it is live (a growing track is capped at
+/// it), and for an aligned export where its samples sit in time: its marks and its segments
+/// (`(offset, startedAt in ms since the epoch)`).
+#[derive(Debug, Clone)]
+pub struct ExportTrack {
+    pub name: TrackName,
+    pub live_synced: Option<u64>,
+    pub marks: Vec<Mark>,
+    pub segments: Vec<(u64, f64)>,
+}
+
+/// Writes the archive: each track's consistent snapshot as `<track>.wav` (or `.flac`), then
+/// `manifest` as `session.json` (for an aligned export with the common span added as
+/// `timeline`). Entries are stored, not compressed: PCM barely compresses, and the stream stays
+/// as fast as the disk. `fallback_ms` places a track that has neither marks nor segments.
 pub fn write_export<W: Write>(
     store: &TrackStore,
     session: &SessionId,
-    tracks: &[(TrackName, Option<u64>)],
-    manifest: &[u8],
+    tracks: &[ExportTrack],
+    options: ExportOptions,
+    fallback_ms: f64,
+    mut manifest: serde_json::Value,
     out: W,
 ) -> io::Result<()> {
     let mut zip = ZipWriter::new_stream(out);
-    for (track, live_synced) in tracks {
-        let snapshot = store.snapshot(session, track, *live_synced)?;
-        zip.start_file(format!("{track}.wav"), entry_options(snapshot.len()))
+    // Every snapshot first: the aligned span is computed from the same bytes that are written.
+    let snapshots = tracks
+        .iter()
+        .map(|track| store.snapshot(session, &track.name, track.live_synced))
+        .collect::<io::Result<Vec<_>>>()?;
+    let timelines: Vec<Timeline> = tracks
+        .iter()
+        .zip(&snapshots)
+        .map(|(track, snapshot)| {
+            Timeline::of_track(
+                snapshot.format(),
+                snapshot.data_len(),
+                &track.marks,
+                &track.segments,
+                fallback_ms,
+            )
+        })
+        .collect();
+    let span = Span::of(&timelines).unwrap_or(Span {
+        start_ms: fallback_ms,
+        end_ms: fallback_ms,
+    });
+    let extension = if options.flac { "flac" } else { "wav" };
+    for ((track, snapshot), timeline) in tracks.iter().zip(&snapshots).zip(&timelines) {
+        let format = snapshot.format();
+        let layout = wav::Layout::of(format);
+        let frames = if options.aligned {
+            span.frames(format)
+        } else {
+            snapshot.data_len() / format.block_size()
+        };
+        // A WAV holds at most 4 GiB of data; FLAC has no such limit.
+        let frames = if options.flac {
+            frames
+        } else {
+            frames.min(layout.max_data_bytes() / format.block_size())
+        };
+        let data_bytes = frames * format.block_size();
+        // The WAV's size, or for FLAC a bound of it.
+        let bound = layout.data_start + data_bytes;
+        zip.start_file(format!("{}.{extension}", track.name), entry_options(bound))
             .map_err(io::Error::other)?;
-        copy_snapshot(&snapshot, &mut zip)?;
+        let pcm = |out: &mut dyn Write| {
+            if options.aligned {
+                align::render(timeline, span, frames, snapshot, out)
+            } else {
+                copy_data(snapshot, out)
+            }
+        };
+        if options.flac {
+            let mut flac = FlacWriter::new(&mut zip, format, frames)?;
+            pcm(&mut flac)?;
+            flac.finish()?;
+        } else if options.aligned {
+            zip.write_all(&wav::header(format, data_bytes))?;
+            pcm(&mut zip)?;
+        } else {
+            copy_snapshot(snapshot, &mut zip)?;
+        }
     }
+    if options.aligned {
+        if let Some(object) = manifest.as_object_mut() {
+            object.insert(
+                "timeline".into(),
+                serde_json::json!({"startMs": span.start_ms, "endMs": span.end_ms}),
+            );
+        }
+    }
+    let manifest = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
     zip.start_file(MANIFEST, entry_options(manifest.len() as u64))
         .map_err(io::Error::other)?;
-    zip.write_all(manifest)?;
+    zip.write_all(&manifest)?;
     zip.finish().map_err(io::Error::other)?.flush()
+}
+
+/// A snapshot's PCM data, without its header.
+fn copy_data(snapshot: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
+    let header_len = snapshot.len() - snapshot.data_len();
+    let mut position = header_len;
+    while position < snapshot.len() {
+        let end = (position + COPY_CHUNK).min(snapshot.len());
+        out.write_all(&snapshot.read(position, end)?)?;
+        position = end;
+    }
+    Ok(())
 }
 
 fn entry_options(len: u64) -> SimpleFileOptions {

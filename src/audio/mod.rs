@@ -1,8 +1,11 @@
 //! The WAV files on disk: the data directory they live in (`TrackStore`, the one owner of it),
-//! their format, header, crash repair and durable appends.
+//! their format, header, crash repair and durable appends; export, import and the aligned
+//! timeline.
 //! Knows nothing of sockets, HTTP or the database.
 
+pub mod align;
 pub mod archive;
+pub mod flac;
 mod format;
 mod store;
 mod track_file;

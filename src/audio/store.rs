@@ -119,6 +119,7 @@ fn ensure_dir(path: &Path) -> io::Result<()> {
 /// growing reads as a valid file.
 #[derive(Debug)]
 pub struct Snapshot {
+    format: AudioFormat,
     header: Vec<u8>,
     file: File,
     data_start: u64,
@@ -136,11 +137,22 @@ impl Snapshot {
             .map_or(whole, |synced| synced.min(whole))
             .min(layout.max_data_bytes());
         Ok(Snapshot {
+            format: layout.format,
             header: wav::header(layout.format, data_len),
             file,
             data_start: layout.data_start,
             data_len,
         })
+    }
+
+    /// The format its header says.
+    pub fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    /// PCM bytes it holds (whole blocks).
+    pub fn data_len(&self) -> u64 {
+        self.data_len
     }
 
     /// The length of the WAV as served, header included.

@@ -1,4 +1,5 @@
-//! Export and import: `GET /api/session/{id}/export.zip` streams a session as one ZIP, and
+//! Export and import: `GET /api/session/{id}/export.zip` streams a session as one ZIP (as
+//! stored, or `?aligned=true` on one timeline, `&format=flac` as FLAC), and
 //! `POST /api/sessions/import` makes a new completed session from one.
 
 use std::io::{self, Write};
@@ -12,9 +13,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::extract::session_id;
-use crate::audio::archive;
+use crate::audio::archive::{self, ExportOptions, ExportTrack};
 use crate::db;
-use crate::domain::{SessionId, TrackName};
+use crate::db::marks::Mark;
+use crate::domain::{parse_timestamp, SessionId, TrackName};
 use crate::error::ApiError;
 use crate::ingest::registry::Registry;
 use crate::lifecycle;
@@ -23,6 +25,8 @@ use crate::views::SessionDetail;
 
 /// An upload larger than this is refused: 16 tracks of the largest WAV, and some room.
 const MAX_IMPORT_BYTES: u64 = 16 * (4 << 30) + (1 << 20);
+/// How far outside the session's life a mark's capture time may be (clock estimates err).
+const MARK_SLACK_MS: f64 = 3_600_000.0;
 /// Bytes handed to the response per message; a few in flight bound the memory an export takes.
 const EXPORT_CHUNK: usize = 256 * 1024;
 
@@ -37,29 +41,80 @@ struct ExportQuery {
     format: Option<String>,
 }
 
+impl ExportQuery {
+    /// `aligned` is `true` or `false`, `format` is `wav` or `flac`; both may be left out.
+    fn options(&self) -> Result<ExportOptions, ApiError> {
+        let aligned = match self.aligned.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::InvalidFormat(format!(
+                    "aligned is true or false, not {other:?}"
+                )))
+            }
+        };
+        let flac = match self.format.as_deref() {
+            None | Some("wav") => false,
+            Some("flac") => true,
+            Some(other) => {
+                return Err(ApiError::InvalidFormat(format!(
+                    "an export's format is wav or flac, not {other:?}"
+                )))
+            }
+        };
+        Ok(ExportOptions { aligned, flac })
+    }
+}
+
 async fn export(
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = session_id(&path)?;
-    if query.aligned.as_deref().is_some_and(|a| a != "false") || query.format.is_some() {
-        return Err(ApiError::NotImplemented(
-            "aligned and FLAC exports are not built yet; export.zip without options holds every track as stored".into(),
-        ));
-    }
+    let options = query.options()?;
     let detail = lifecycle::detail(&state, &id).await?;
-    let manifest = manifest(&state, &id, &detail).await?;
-    let tracks: Vec<_> = detail
+    let (manifest, marks) = manifest(&state, &id, &detail).await?;
+    let tracks: Vec<ExportTrack> = detail
         .tracks
         .iter()
-        .filter_map(|track| TrackName::parse(&track.name))
-        .map(|name| {
-            let live = state
+        .zip(marks)
+        .filter_map(|(track, marks)| {
+            let name = TrackName::parse(&track.name)?;
+            let live_synced = state
                 .registry
                 .live_track(&id, name.as_str())
                 .map(|live| live.synced.load(std::sync::atomic::Ordering::Acquire));
-            (name, live)
+            let segments = track
+                .segments
+                .iter()
+                .filter_map(|segment| {
+                    parse_timestamp(&segment.started_at).map(|at| (segment.offset, epoch_ms(at)))
+                })
+                .collect();
+            Some(ExportTrack {
+                name,
+                live_synced,
+                marks,
+                segments,
+            })
+        })
+        .collect();
+    let fallback_ms = parse_timestamp(&detail.session.created_at).map_or(0.0, epoch_ms);
+    // A capture time from before the session existed or from the future is a client's broken
+    // clock (or a hostile one): it would make the aligned span days long. Such marks are left
+    // out; the track is then placed by its other marks, or by its segments.
+    let plausible = (
+        fallback_ms - MARK_SLACK_MS,
+        epoch_ms(chrono::Utc::now().naive_utc()) + MARK_SLACK_MS,
+    );
+    let tracks: Vec<ExportTrack> = tracks
+        .into_iter()
+        .map(|mut track| {
+            track
+                .marks
+                .retain(|mark| (plausible.0..=plausible.1).contains(&mark.captured_at));
+            track
         })
         .collect();
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(4);
@@ -67,8 +122,16 @@ async fn export(
     let session = id.clone();
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter::new(sender.clone());
-        let written = archive::write_export(&store, &session, &tracks, &manifest, &mut out)
-            .and_then(|()| out.flush());
+        let written = archive::write_export(
+            &store,
+            &session,
+            &tracks,
+            options,
+            fallback_ms,
+            manifest,
+            &mut out,
+        )
+        .and_then(|()| out.flush());
         if let Err(error) = written {
             tracing::warn!(session = %session, %error, "export stopped");
             // The client sees a cut-off archive rather than a complete-looking one.
@@ -78,49 +141,63 @@ async fn export(
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });
+    let suffix = match (options.aligned, options.flac) {
+        (false, false) => "",
+        (false, true) => " flac",
+        (true, false) => " aligned",
+        (true, true) => " aligned flac",
+    };
     Ok(HttpResponse::Ok()
         .content_type("application/zip")
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!(
                 "attachment; filename=\"{}.zip\"",
-                file_name(&detail.session.title)
+                file_name(&format!("{}{suffix}", detail.session.title))
             ),
         ))
         .streaming(body))
 }
 
+/// Milliseconds since the Unix epoch, as marks count time.
+fn epoch_ms(at: chrono::NaiveDateTime) -> f64 {
+    at.and_utc().timestamp_micros() as f64 / 1000.0
+}
+
 /// `session.json`: the Session as `GET /api/session/{id}` shows it, each track with its marks
-/// (stored and pending) as `GET .../marks` shows them.
+/// (stored and pending) as `GET .../marks` shows them; and those marks, track by track.
 async fn manifest(
     state: &AppState,
     id: &SessionId,
     detail: &SessionDetail,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<(serde_json::Value, Vec<Vec<Mark>>), ApiError> {
     let storage = |error: serde_json::Error| ApiError::Storage(error.to_string());
-    let names: Vec<TrackName> = detail
+    // Pending first, as the marks route does: a batch written in between shows at least once.
+    let pending: Vec<_> = detail
         .tracks
         .iter()
-        .filter_map(|track| TrackName::parse(&track.name))
-        .collect();
-    // Pending first, as the marks route does: a batch written in between shows at least once.
-    let pending: Vec<_> = names
-        .iter()
-        .map(|name| state.registry.pending_marks(id, name))
+        .map(|track| {
+            TrackName::parse(&track.name)
+                .map(|name| state.registry.pending_marks(id, &name))
+                .unwrap_or_default()
+        })
         .collect();
     let key = id.clone();
     let stored = state
         .db(move |conn| db::marks::for_session(conn, &key))
         .await?;
     let mut value = serde_json::to_value(detail).map_err(storage)?;
+    let mut all = Vec::new();
+    for (track, pending) in detail.tracks.iter().zip(pending) {
+        let of_track = stored
+            .iter()
+            .filter(|(name, _)| *name == track.name)
+            .map(|(_, mark)| *mark)
+            .collect();
+        all.push(Registry::merge_marks(of_track, pending));
+    }
     if let Some(tracks) = value.get_mut("tracks").and_then(|t| t.as_array_mut()) {
-        for (track, (name, pending)) in tracks.iter_mut().zip(names.iter().zip(pending)) {
-            let of_track = stored
-                .iter()
-                .filter(|(track, _)| track == name.as_str())
-                .map(|(_, mark)| *mark)
-                .collect();
-            let marks = Registry::merge_marks(of_track, pending);
+        for (track, marks) in tracks.iter_mut().zip(&all) {
             if let Some(object) = track.as_object_mut() {
                 object.insert(
                     "marks".into(),
@@ -129,7 +206,7 @@ async fn manifest(
             }
         }
     }
-    serde_json::to_vec_pretty(&value).map_err(storage)
+    Ok((value, all))
 }
 
 /// The title as a file name any system takes: letters, digits, space, `.`, `_` and `-`.

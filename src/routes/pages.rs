@@ -201,8 +201,18 @@ fn session_card(detail: &SessionDetail) -> Markup {
                     (finish_button(&session.id))
                 }
                 @if !detail.tracks.is_empty() {
-                    a.button data-testid="export" href={ "/api/session/" (session.id) "/export.zip" } download {
-                        "Export ZIP"
+                    a.button data-testid="export" href={ "/api/session/" (session.id) "/export.zip" } download
+                        title="Every track exactly as it was recorded, with session.json" {
+                        "Export ZIP (as recorded)"
+                    }
+                    // Aligned: every track on the session's one timeline, ready for an editor.
+                    a.button data-testid="export-aligned" href={ "/api/session/" (session.id) "/export.zip?aligned=true" } download
+                        title="Every track on one timeline: same start and length, silence where nothing was captured, drift corrected (WAV)" {
+                        "Export ZIP (aligned)"
+                    }
+                    a.button data-testid="export-aligned-flac" href={ "/api/session/" (session.id) "/export.zip?aligned=true&format=flac" } download
+                        title="The aligned tracks as FLAC (lossless, about half the size)" {
+                        "Export FLAC (aligned)"
                     }
                 }
                 // An active session is being recorded: it cannot be deleted (409).

@@ -1,6 +1,7 @@
 //! One test binary for the contract's promises, driven through real HTTP and WebSocket clients.
 
 mod access;
+mod align;
 mod archive;
 #[path = "../common/audio.rs"]
 mod audio;

@@ -8,6 +8,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { WEBDRIVER_BROWSERS } from './lib/webdriver.mjs';
 import { scenariosFor } from './scenarios/other-browsers.mjs';
 import { ARTIFACTS, Scope, withTimeout } from './lib/harness.mjs';
+import * as alignedExport from './scenarios/aligned-export.mjs';
 import * as clockMarks from './scenarios/clock-marks.mjs';
 import * as crashResume from './scenarios/crash-resume.mjs';
 import * as guestCrashAndStop from './scenarios/guest-crash-and-stop.mjs';
@@ -26,6 +27,7 @@ import * as twoTracksAndHistory from './scenarios/two-tracks-and-history.mjs';
 const SCENARIOS = [
   clockMarks.recording,
   clockMarks.outage,
+  alignedExport,
   crashResume,
   outageThenCrash,
   reloadMidRecording,
