@@ -82,6 +82,7 @@ WORK=""
 SERVER_KIND=safetake
 # The Node peer's installed copy (under $WORK, so it goes with it).
 NODEPEER=""
+NPM_PID=""
 SERVER_PID=""
 PERF_PID=""
 PORT=""
@@ -89,6 +90,8 @@ PORT=""
 cleanup() {
     local status=$?
     if [ -n "$PERF_PID" ]; then kill "$PERF_PID" 2>/dev/null || true; fi
+    # npm waits for its build children before it dies: stop its whole process group.
+    if [ -n "$NPM_PID" ]; then kill -TERM -- "-$NPM_PID" 2>/dev/null || true; wait "$NPM_PID" 2>/dev/null || true; fi
     stop_server
     if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
     exit "$status"
@@ -325,7 +328,16 @@ install_nodepeer() {
     log "peer: npm ci of the Node peer in a temporary copy (builds better-sqlite3: a minute or more)"
     cp -r "$NODEPEER_SRC" "$WORK/nodepeer"
     chmod -R u+w "$WORK/nodepeer"
-    (cd "$WORK/nodepeer" && npm ci --no-audit --no-fund --loglevel=error) >&2
+    # In the background, in its own process group, and waited for: a stop of the benchmark
+    # (Ctrl-C, SIGTERM) then stops npm and the compiler it runs too.
+    (cd "$WORK/nodepeer" && exec setsid npm ci --no-audit --no-fund --loglevel=error) >&2 &
+    NPM_PID=$!
+    if ! wait "$NPM_PID"; then
+        NPM_PID=""
+        log "peer: npm ci of the Node peer failed"
+        return 1
+    fi
+    NPM_PID=""
     NODEPEER=$WORK/nodepeer
 }
 
