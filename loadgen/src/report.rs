@@ -563,6 +563,20 @@ fn fixed_rows(label: &str, run: &Value) -> Vec<(String, String)> {
             ),
         ),
         (format!("{label}: close codes"), map_md(&run["closeCodes"])),
+        (
+            format!(
+                "{label}: finish to close p50 / p99 / max (bound {:.0} ms)",
+                f(&run["closeBoundMs"])
+            ),
+            format!(
+                "{:.0} / {:.0} / {:.0} ms, {} late or never, {} without finished",
+                f(&run["endToClose"]["p50Ms"]),
+                f(&run["endToClose"]["p99Ms"]),
+                f(&run["endToClose"]["maxMs"]),
+                run["streamsCloseLate"],
+                run["streamsWithoutFinished"]
+            ),
+        ),
     ];
     for who in ["server", "client"] {
         let usage = &run["usage"][who];
