@@ -15,13 +15,14 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -95,9 +96,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 async fn serve(options: Options) -> Result<(), String> {
     std::fs::create_dir_all(&options.data_dir)
         .map_err(|e| format!("{}: {e}", options.data_dir.display()))?;
-    let listener = TcpListener::bind(&options.bind)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", options.bind))?;
+    let listener =
+        listen(&options.bind).map_err(|e| format!("cannot listen on {}: {e}", options.bind))?;
     eprintln!("floor listening on {}", options.bind);
     let options = Arc::new(options);
     let next = AtomicU64::new(0);
@@ -119,6 +119,22 @@ async fn serve(options: Options) -> Result<(), String> {
             }
         });
     }
+}
+
+/// A listening socket with a deep accept queue (the kernel caps it at somaxconn), so that
+/// thousands of connects at once are not dropped and retried a second later.
+fn listen(bind: &str) -> std::io::Result<TcpListener> {
+    let address: SocketAddr = bind
+        .parse()
+        .map_err(|_| std::io::Error::other("expected IP:PORT"))?;
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
 }
 
 /// Where in the interval connection `id` syncs: spread evenly (golden-ratio steps).
