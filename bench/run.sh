@@ -8,12 +8,15 @@
 # bench/README.md. A short smoke run:
 #   FIXED_STREAMS=20 FIXED_DURATION=5s RAMP_START=10 RAMP_STEP=10 RAMP_MAX=30 RAMP_DURATION=5s \
 #   MAXRATE_STREAMS=4 MAXRATE_DURATION=5s SESSIONS=10000 RESULTS_DIR=/tmp/bench-smoke bench/run.sh
+# The `peer` phase (issue 9) runs the same loads against safetake, the Node peer (installed with
+# `npm ci` in a temporary copy) and the floor (target/release/floor), side by side:
+#   PHASES=peer bench/run.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-PHASES=${PHASES:-disk fixed ramp maxrate sessions}
+PHASES=${PHASES:-disk fixed ramp maxrate sessions peer}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 # The server's data directories and the disk test live here: it must be the disk under test.
 BENCH_TMP=${BENCH_TMP:-${TMPDIR:-/tmp}}
@@ -31,6 +34,23 @@ MAXRATE_FRAME_BYTES=${MAXRATE_FRAME_BYTES:-65536}
 SESSIONS=${SESSIONS:-100000}
 SESSIONS_ACTIVE=${SESSIONS_ACTIVE:-1000}
 
+# The peer phase: fixed runs at each of COMPARE_STREAMS, a ramp and a burst, against each of
+# COMPARE_SERVERS (safetake: this build; node: the Node peer; floor: the minimal tokio program).
+COMPARE_SERVERS=${COMPARE_SERVERS:-safetake node floor}
+COMPARE_STREAMS=${COMPARE_STREAMS:-1000 1500 2000 2500}
+COMPARE_DURATION=${COMPARE_DURATION:-15s}
+COMPARE_P99=${COMPARE_P99:-1.5s}
+COMPARE_CLOSE_BOUND=${COMPARE_CLOSE_BOUND:-2s}
+COMPARE_RAMP_START=${COMPARE_RAMP_START:-500}
+COMPARE_RAMP_STEP=${COMPARE_RAMP_STEP:-500}
+COMPARE_RAMP_MAX=${COMPARE_RAMP_MAX:-5000}
+COMPARE_RAMP_DURATION=${COMPARE_RAMP_DURATION:-15s}
+BURST_STREAMS=${BURST_STREAMS:-2500}
+BURST_DURATION=${BURST_DURATION:-10s}
+BURST_READY_BOUND=${BURST_READY_BOUND:-10s}
+# The Node peer's sources (read-only is fine: it is installed in a copy).
+NODEPEER_SRC=${NODEPEER_SRC:-$ROOT/../shared/peers/nodepeer}
+
 CONNECT_RATE=${CONNECT_RATE:-200}
 TRACKS_PER_SESSION=${TRACKS_PER_SESSION:-1}
 LOADGEN_THREADS=${LOADGEN_THREADS:-2}
@@ -38,7 +58,9 @@ SYNC_INTERVAL=${SYNC_INTERVAL:-1s}
 # Extra server flags, word-split on purpose (e.g. "--ping-interval 10s").
 SERVER_FLAGS=${SERVER_FLAGS:-}
 SERVER_LOG_LEVEL=${SERVER_LOG_LEVEL:-warn}
-MAX_CONNECTIONS=${MAX_CONNECTIONS:-$(( (RAMP_MAX > FIXED_STREAMS ? RAMP_MAX : FIXED_STREAMS) + 100 ))}
+max_of() { printf '%s\n' "$@" | sort -n | tail -1; }
+# shellcheck disable=SC2086 # COMPARE_STREAMS is a list
+MAX_CONNECTIONS=${MAX_CONNECTIONS:-$(( $(max_of "$RAMP_MAX" "$FIXED_STREAMS" "$COMPARE_RAMP_MAX" "$BURST_STREAMS" $COMPARE_STREAMS) + 100 ))}
 
 DISK_RAW_MB=${DISK_RAW_MB:-1024}
 DISK_DSYNC_256K_COUNT=${DISK_DSYNC_256K_COUNT:-400}
@@ -51,10 +73,16 @@ PERF_SECONDS=${PERF_SECONDS:-10}
 
 SERVER_BIN=$ROOT/target/release/safetake
 LOADGEN_BIN=$ROOT/target/release/loadgen
+FLOOR_BIN=$ROOT/target/release/floor
 
 log() { echo "bench: $*" >&2; }
 
 WORK=""
+# Which server start_server starts: safetake, node or floor.
+SERVER_KIND=safetake
+# The Node peer's installed copy (under $WORK, so it goes with it).
+NODEPEER=""
+NPM_PID=""
 SERVER_PID=""
 PERF_PID=""
 PORT=""
@@ -62,6 +90,8 @@ PORT=""
 cleanup() {
     local status=$?
     if [ -n "$PERF_PID" ]; then kill "$PERF_PID" 2>/dev/null || true; fi
+    # npm waits for its build children before it dies: stop its whole process group.
+    if [ -n "$NPM_PID" ]; then kill -TERM -- "-$NPM_PID" 2>/dev/null || true; wait "$NPM_PID" 2>/dev/null || true; fi
     stop_server
     if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
     exit "$status"
@@ -91,25 +121,31 @@ free_port() {
 start_server() {
     for _ in 1 2 3 4 5; do
         if try_start_server "$@"; then return 0; fi
-        if ! tail -1 "$WORK/server.log" | grep -q "Address already in use"; then return 1; fi
+        if ! tail -2 "$WORK/server.log" | grep -qE "Address already in use|EADDRINUSE"; then return 1; fi
         log "port $PORT was taken; trying another"
     done
     return 1
 }
 
 try_start_server() {
-    local dir=$1
+    local dir=$1 mark cmd
     shift
     mkdir -p "$dir"
     PORT=$(free_port)
-    # shellcheck disable=SC2086 # SERVER_FLAGS is a list of flags
-    RUST_LOG=$SERVER_LOG_LEVEL "$SERVER_BIN" --bind "127.0.0.1:$PORT" --data-dir "$dir" \
-        --sync-interval "$SYNC_INTERVAL" --max-connections "$MAX_CONNECTIONS" "$@" $SERVER_FLAGS \
-        >>"$WORK/server.log" 2>&1 &
+    case $SERVER_KIND in
+        # shellcheck disable=SC2206 # SERVER_FLAGS is a list of flags
+        safetake) cmd=("$SERVER_BIN" --max-connections "$MAX_CONNECTIONS" "$@" $SERVER_FLAGS) ;;
+        node) cmd=(node "$NODEPEER/server.js" --max-connections "$MAX_CONNECTIONS" "$@") ;;
+        floor) cmd=("$FLOOR_BIN" "$@") ;;
+    esac
+    mark=$(stat -c %s "$WORK/server.log" 2>/dev/null || echo 0)
+    echo "--- $SERVER_KIND" >>"$WORK/server.log"
+    RUST_LOG=$SERVER_LOG_LEVEL "${cmd[@]}" --bind "127.0.0.1:$PORT" --data-dir "$dir" \
+        --sync-interval "$SYNC_INTERVAL" >>"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 150); do
-        if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
-            log "server $SERVER_PID on port $PORT ($dir)"
+        if server_answers "$mark"; then
+            log "$SERVER_KIND $SERVER_PID on port $PORT ($dir)"
             return 0
         fi
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -123,6 +159,15 @@ try_start_server() {
     done
     log "the server did not answer /healthz within 30 s"
     return 1
+}
+
+# The floor has no HTTP: it says on stderr when it listens.
+server_answers() {
+    if [ "$SERVER_KIND" = floor ]; then
+        tail -c +"$(( $1 + 1 ))" "$WORK/server.log" | grep -q "floor listening"
+    else
+        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1
+    fi
 }
 
 # SIGTERM is the graceful stop (finalize every track); SIGKILL only if it hangs.
@@ -269,6 +314,93 @@ phase_sessions() {
     rm -rf "$dir"
 }
 
+# The Node peer, installed with `npm ci` in a copy under $WORK (removed on exit, even on Ctrl-C).
+install_nodepeer() {
+    if [ -n "$NODEPEER" ]; then return 0; fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        log "peer: node and npm are needed for the Node peer"
+        return 1
+    fi
+    if [ ! -f "$NODEPEER_SRC/package-lock.json" ]; then
+        log "peer: no Node peer at $NODEPEER_SRC (set NODEPEER_SRC)"
+        return 1
+    fi
+    log "peer: npm ci of the Node peer in a temporary copy (builds better-sqlite3: a minute or more)"
+    cp -r "$NODEPEER_SRC" "$WORK/nodepeer"
+    chmod -R u+w "$WORK/nodepeer"
+    # In the background, in its own process group, and waited for: a stop of the benchmark
+    # (Ctrl-C, SIGTERM) then stops npm and the compiler it runs too.
+    (cd "$WORK/nodepeer" && exec setsid npm ci --no-audit --no-fund --loglevel=error) >&2 &
+    NPM_PID=$!
+    if ! wait "$NPM_PID"; then
+        NPM_PID=""
+        log "peer: npm ci of the Node peer failed"
+        return 1
+    fi
+    NPM_PID=""
+    NODEPEER=$WORK/nodepeer
+}
+
+# peer_loadgen KIND MODE ARGS...: loadgen against the running KIND server.
+peer_loadgen() {
+    local kind=$1 mode=$2 protocol=ws
+    shift 2
+    if [ "$kind" = floor ]; then protocol=raw; fi
+    loadgen "$mode" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" --protocol "$protocol" \
+        --close-bound "$COMPARE_CLOSE_BOUND" "$@"
+}
+
+# peer_run KIND NAME [server flags...] -- loadgen mode and args: one fresh server, one run.
+peer_run() {
+    local kind=$1 name=$2 flags=()
+    shift 2
+    while [ "$1" != "--" ]; do flags+=("$1"); shift; done
+    shift
+    SERVER_KIND=$kind
+    start_server "$WORK/peer-$kind" "${flags[@]}"
+    peer_loadgen "$kind" "$@"
+    stop_server
+    SERVER_KIND=safetake
+    rm -rf "$WORK/peer-$kind"
+}
+
+phase_peer() {
+    local out=$RESULTS_DIR/peer kind n servers=""
+    rm -rf "$out"
+    mkdir -p "$out"
+    for kind in $COMPARE_SERVERS; do
+        case $kind in
+            node) if install_nodepeer; then servers+=" node"; else log "peer: skipping the Node peer"; fi ;;
+            safetake | floor) servers+=" $kind" ;;
+            *) log "peer: unknown server '$kind' (safetake node floor)"; exit 2 ;;
+        esac
+    done
+    # Interleaved, so that whatever else the machine does falls on all of them alike.
+    for n in $COMPARE_STREAMS; do
+        for kind in $servers; do
+            log "peer: $kind, $n streams for $COMPARE_DURATION"
+            peer_run "$kind" "$n" -- fixed --streams "$n" --duration "$COMPARE_DURATION" \
+                --connect-rate "$CONNECT_RATE" --p99-bound "$COMPARE_P99" --json "$out/$kind-$n.json"
+        done
+    done
+    for kind in $servers; do
+        log "peer: $kind, burst: $BURST_STREAMS sockets connecting at once, all finishing at once"
+        peer_run "$kind" burst -- fixed --streams "$BURST_STREAMS" --duration "$BURST_DURATION" \
+            --ramp-up 0s --create-first --aligned-end --connect-timeout "$BURST_READY_BOUND" \
+            --json "$out/$kind-burst.json"
+    done
+    for kind in $servers; do
+        local delete=(--delete-after) floor_flags=()
+        if [ "$kind" = floor ]; then delete=(); floor_flags=(--delete-on-close); fi
+        log "peer: $kind, ramp $COMPARE_RAMP_START..$COMPARE_RAMP_MAX step $COMPARE_RAMP_STEP"
+        peer_run "$kind" ramp "${floor_flags[@]}" -- ramp --start "$COMPARE_RAMP_START" \
+            --step "$COMPARE_RAMP_STEP" --max "$COMPARE_RAMP_MAX" --duration "$COMPARE_RAMP_DURATION" \
+            --p99-bound "$COMPARE_P99" --connect-rate "$CONNECT_RATE" "${delete[@]}" \
+            --json "$out/$kind-ramp.json"
+    done
+    "$LOADGEN_BIN" compare --dir "$out" >&2
+}
+
 # Warnings and errors the servers logged, grouped by message (timestamps and fields dropped).
 server_log_summary() {
     local log=$WORK/server.log count
@@ -317,10 +449,12 @@ main() {
     WORK=$(mktemp -d "$BENCH_TMP/safetake-bench.XXXXXX")
     log "building release binaries"
     cargo build --release --locked -p safetake -p loadgen >&2
+    # The Node peer needs a descriptor per socket too (safetake and loadgen raise their own).
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     for phase in $PHASES; do
         case $phase in
-            disk | fixed | ramp | maxrate | sessions) ;;
-            *) log "unknown phase '$phase' (disk fixed ramp maxrate sessions)"; exit 2 ;;
+            disk | fixed | ramp | maxrate | sessions | peer) ;;
+            *) log "unknown phase '$phase' (disk fixed ramp maxrate sessions peer)"; exit 2 ;;
         esac
         # A stale result of a phase being rerun must not reach the summary.
         rm -f "$RESULTS_DIR/$phase.json"

@@ -4,6 +4,7 @@
 
 mod http;
 mod procstat;
+mod raw;
 mod recorder;
 mod report;
 mod run;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use recorder::{EndMode, Pacing, Target, BYTES_PER_SECOND};
+use recorder::{EndMode, Pacing, Protocol, Target, BYTES_PER_SECOND};
 use run::{RampPlan, RunSpec, Runner};
 use stats::parse_duration;
 
@@ -46,6 +47,8 @@ enum Mode {
     Sessions(SessionsArgs),
     /// Prints the markdown summary of the JSON results in a directory.
     Summary(SummaryArgs),
+    /// Prints the side-by-side table of the `peer` phase (safetake, the Node peer, the floor).
+    Compare(SummaryArgs),
 }
 
 #[derive(Args, Clone)]
@@ -93,6 +96,19 @@ struct Streams {
     /// The server's PID, to measure its CPU time and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// `ws`: the contract's WebSocket protocol; `raw`: bare TCP against the floor program.
+    #[arg(long, value_enum, default_value_t = Protocol::Ws)]
+    protocol: Protocol,
+    /// Every stream stops at the same moment (earlier connects send longer), so all the
+    /// `finish`es land within a moment: the finish burst.
+    #[arg(long)]
+    aligned_end: bool,
+    /// Create every session before any socket connects (with --ramp-up 0: a connect burst).
+    #[arg(long)]
+    create_first: bool,
+    /// The server's close must follow `finish` within this (and `finished` must come first).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    close_bound: Duration,
 }
 
 #[derive(Args)]
@@ -109,6 +125,9 @@ struct FixedArgs {
     /// Audio per frame (48 kHz mono s16le: 20 ms is 1920 bytes).
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     frame: Duration,
+    /// The run holds only with the ack-lag p99 at or under this.
+    #[arg(long, value_parser = parse_duration)]
+    p99_bound: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -222,17 +241,22 @@ async fn dispatch(mode: Mode) -> Result<ExitCode, String> {
             println!("{}", report::markdown_summary(&args.dir));
             Ok(ExitCode::SUCCESS)
         }
+        Mode::Compare(args) => {
+            println!("{}", report::compare_markdown(&args.dir));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 async fn fixed(args: FixedArgs) -> Result<ExitCode, String> {
-    let spec = real_time_spec(
+    let mut spec = real_time_spec(
         "fixed",
         args.streams,
         &args.streams_opts,
         args.frame,
         args.duration,
     )?;
+    spec.p99_bound = args.p99_bound;
     let runner = runner(&args.server, &args.streams_opts)?;
     let report = run::run(&runner, &spec).await;
     emit(&args.server, &report, || report::run_table(&report))?;
@@ -363,6 +387,10 @@ fn run_spec(
         end: opts.end,
         behind_threshold: opts.behind_threshold,
         delete_after: opts.delete_after,
+        aligned_end: opts.aligned_end,
+        create_first: opts.create_first,
+        close_bound: opts.close_bound,
+        p99_bound: None,
     }
 }
 
@@ -388,6 +416,8 @@ fn runner(server: &Server, opts: &Streams) -> Result<Runner, String> {
     Ok(Runner {
         target: Arc::new(Target {
             ws_base,
+            authority: authority.clone(),
+            protocol: opts.protocol,
             token: server.token.clone(),
             connect_timeout: opts.connect_timeout,
             ack_timeout: opts.ack_timeout,

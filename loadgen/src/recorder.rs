@@ -30,15 +30,28 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub const SAMPLE_RATE: u64 = 48_000;
 pub const BYTES_PER_SECOND: u64 = SAMPLE_RATE * 2;
 /// After `finish` or our close frame, how long the server has to answer with its close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Once both close frames have crossed, how long we wait for the server to end the TCP
 /// connection (RFC 6455 has the server close first) before closing it ourselves.
 const TCP_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the recorders speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// The contract's WebSocket protocol (safetake, the Node peer).
+    Ws,
+    /// The same frame bytes on a bare TCP connection, 8-byte little-endian acks back: the
+    /// floor program (`floor`, src/bin/floor.rs), no WebSocket and no database.
+    Raw,
+}
 
 /// Where and how to connect, shared by every recorder of a run.
 pub struct Target {
     /// `ws://host:port`
     pub ws_base: String,
+    /// `host:port`, for raw mode.
+    pub authority: String,
+    pub protocol: Protocol,
     pub token: Option<String>,
     pub connect_timeout: Duration,
     /// How long the final flush may wait for its ack.
@@ -54,7 +67,7 @@ pub enum Pacing {
 }
 
 impl Pacing {
-    fn sending_time(self) -> Duration {
+    pub fn sending_time(self) -> Duration {
         match self {
             Pacing::RealTime { period, frames } => period * frames as u32,
             Pacing::Unpaced { duration } => duration,
@@ -76,6 +89,20 @@ pub struct StreamPlan {
     pub pacing: Pacing,
     pub frame_bytes: usize,
     pub end: EndMode,
+    /// Real-time pacing only: send until this moment instead of `frames` frames, however long
+    /// the connect took (the finish burst: every stream ends together).
+    pub send_until: Option<Instant>,
+}
+
+impl StreamPlan {
+    /// Called once `ready` has come: fixes the frame count for `send_until`.
+    pub fn start_sending(&mut self) {
+        if let (Some(until), Pacing::RealTime { period, .. }) = (self.send_until, self.pacing) {
+            let left = until.saturating_duration_since(Instant::now());
+            let frames = (left.as_secs_f64() / period.as_secs_f64()).round() as u64;
+            self.pacing = Pacing::RealTime { period, frames };
+        }
+    }
 }
 
 /// Live counters for progress lines and the sampler.
@@ -116,6 +143,10 @@ pub struct StreamOutcome {
     pub tcp_left_open: bool,
     pub first_frame_at: Option<Instant>,
     pub final_ack_at: Option<Instant>,
+    /// When our `finish` (or close frame; in raw mode our end of the stream) went out.
+    pub end_sent_at: Option<Instant>,
+    /// When the server's close frame (in raw mode: its end of the stream) arrived.
+    pub closed_at: Option<Instant>,
 }
 
 impl StreamOutcome {
@@ -127,10 +158,18 @@ impl StreamOutcome {
     pub fn fully_acked(&self) -> bool {
         self.failure.is_none() && self.last_ack == self.end_offset
     }
+
+    /// From sending `finish` (or our close) to the server's close; `None` when either is missing.
+    pub fn end_to_close(&self) -> Option<Duration> {
+        Some(self.closed_at?.saturating_duration_since(self.end_sent_at?))
+    }
 }
 
 /// Connects, streams per `plan`, ends, and reports. Never panics on a server misbehaving.
 pub async fn run(target: &Target, plan: StreamPlan, gauges: Arc<Gauges>) -> StreamOutcome {
+    if target.protocol == Protocol::Raw {
+        return crate::raw::run(target, plan, gauges).await;
+    }
     let started = Instant::now();
     let (ws, ready_offset) = match connect(target, &plan).await {
         Ok(connected) => connected,
@@ -275,12 +314,13 @@ struct Recorder {
 impl Recorder {
     fn new(
         ws: Ws,
-        plan: StreamPlan,
+        mut plan: StreamPlan,
         target: &Target,
         gauges: Arc<Gauges>,
         outcome: StreamOutcome,
     ) -> Recorder {
         gauges.streaming.fetch_add(1, Ordering::Relaxed);
+        plan.start_sending();
         let hard_deadline =
             Instant::now() + plan.pacing.sending_time() + target.ack_timeout + CLOSE_TIMEOUT * 3;
         Recorder {
@@ -383,6 +423,7 @@ impl Recorder {
             Phase::Flushing if self.outcome.last_ack >= self.outcome.end_offset => {
                 self.phase = Phase::Ending;
                 timer.reset(Instant::now() + CLOSE_TIMEOUT);
+                self.outcome.end_sent_at = Some(Instant::now());
                 let end = match self.plan.end {
                     EndMode::Finish => Message::Text(r#"{"type":"finish"}"#.into()),
                     EndMode::Close => Message::Close(Some(CloseFrame {
@@ -455,6 +496,7 @@ impl Recorder {
                 Err(_) => self.note_problem("the server sent text that is not JSON".to_string()),
             },
             Message::Close(frame) => {
+                self.outcome.closed_at.get_or_insert_with(Instant::now);
                 self.outcome.close_code = Some(close_code(frame.as_ref()));
             }
             // tungstenite answers pings by itself.
@@ -501,7 +543,7 @@ async fn next_tick(ticker: &mut Option<Interval>) -> Instant {
 
 /// One binary message: the offset, then audio, built by the server's own frame encoder. The
 /// only allocation per frame for frames up to a second long (every mode's default).
-fn build_frame(offset: u64, payload_bytes: usize) -> Vec<u8> {
+pub fn build_frame(offset: u64, payload_bytes: usize) -> Vec<u8> {
     let tone = two_seconds_of_tone();
     let second = tone.len() / 2;
     // The same byte offset always carries the same sample, so a resend would be identical.

@@ -54,6 +54,17 @@ pub fn run_table(report: &RunReport) -> String {
     row("ack lag", latency(&report.ack_lag));
     row("connect (to ready)", latency(&report.connect));
     row("create session", latency(&report.create_session));
+    row(
+        "finish to close",
+        format!(
+            "{}; {} late (bound {:.0} ms), {} without finished, finishes spread over {:.0} ms",
+            latency(&report.end_to_close),
+            report.streams_close_late,
+            report.close_bound_ms,
+            report.streams_without_finished,
+            report.end_spread_ms
+        ),
+    );
     row("close codes", counts(&report.close_codes));
     if !report.server_errors.is_empty() {
         row("server errors", counts(&report.server_errors));
@@ -317,7 +328,194 @@ pub fn markdown_summary(dir: &Path) -> String {
     if let Some(ramp) = read("ramp.json") {
         out.push_str(&ramp_steps_markdown(&ramp));
     }
+    if dir.join("peer").is_dir() {
+        out.push('\n');
+        out.push_str(&compare_markdown(&dir.join("peer")));
+    }
     out
+}
+
+/// The servers of the `peer` phase, in table order: file prefix and column name.
+const PEERS: [(&str, &str); 3] = [
+    ("safetake", "safetake"),
+    ("node", "Node peer"),
+    ("floor", "floor"),
+];
+
+/// The side-by-side tables of the `peer` phase: `<peer>-<N>.json` fixed runs, `<peer>-ramp.json`
+/// and `<peer>-burst.json`, for each of safetake, the Node peer and the floor.
+pub fn compare_markdown(dir: &Path) -> String {
+    let read = |name: &str| -> Option<Value> {
+        let text = std::fs::read_to_string(dir.join(name)).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let mut sizes: Vec<u64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let rest = PEERS
+                .iter()
+                .find_map(|(prefix, _)| name.strip_prefix(&format!("{prefix}-")))?;
+            rest.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut out = String::from(
+        "### safetake, the Node peer and the floor, side by side\n\nEach cell: held? / ack-lag p99 / server CPU us per second of audio per stream / server RSS KiB per connected stream.\n\n| N |",
+    );
+    for (_, name) in PEERS {
+        let _ = write!(out, " {name} |");
+    }
+    out.push_str("\n|---|---|---|---|\n");
+    let mut notes = Vec::new();
+    let mut ratios = String::from(
+        "\n| N | CPU safetake / Node | CPU safetake / floor | RSS safetake / Node |\n|---|---|---|---|\n",
+    );
+    for n in &sizes {
+        let _ = write!(out, "| {n} |");
+        let runs: Vec<Option<Value>> = PEERS
+            .iter()
+            .map(|(prefix, _)| read(&format!("{prefix}-{n}.json")))
+            .collect();
+        for ((_, name), run) in PEERS.iter().zip(&runs) {
+            match run {
+                Some(run) => {
+                    let _ = write!(out, " {} |", compare_cell(run));
+                    if let Some(issues) = issues_text(run) {
+                        notes.push(format!("- {name} at {n}: {issues}"));
+                    }
+                }
+                None => out.push_str(" not run |"),
+            }
+        }
+        out.push('\n');
+        let cpu = |i: usize| {
+            runs[i]
+                .as_ref()
+                .and_then(|r| steady(r, "cpuUsPerStreamSecond"))
+        };
+        let rss = |i: usize| runs[i].as_ref().and_then(|r| steady(r, "rssKbPerStream"));
+        let _ = writeln!(
+            ratios,
+            "| {n} | {} | {} | {} |",
+            ratio(cpu(0), cpu(1)),
+            ratio(cpu(0), cpu(2)),
+            ratio(rss(0), rss(1))
+        );
+    }
+    let ramps: Vec<Option<Value>> = PEERS
+        .iter()
+        .map(|(prefix, _)| read(&format!("{prefix}-ramp.json")))
+        .collect();
+    if ramps.iter().any(Option::is_some) {
+        out.push_str("| ramp: largest N held |");
+        for ramp in &ramps {
+            match ramp {
+                Some(ramp) => {
+                    let cap = if ramp["largestHeld"] == ramp["max"] {
+                        " (every step held: the cap)"
+                    } else {
+                        ""
+                    };
+                    let _ = write!(out, " **{}**{cap} |", ramp["largestHeld"]);
+                }
+                None => out.push_str(" not run |"),
+            }
+        }
+        out.push('\n');
+        for ((_, name), ramp) in PEERS.iter().zip(&ramps) {
+            if let Some(reason) = ramp.as_ref().and_then(|r| r["stoppedBecause"].as_str()) {
+                notes.push(format!("- {name} ramp stopped {reason}"));
+            }
+        }
+    }
+    out.push_str(&ratios);
+    let held = |i: usize| ramps[i].as_ref().and_then(|r| r["largestHeld"].as_f64());
+    if ramps[0].is_some() && ramps[1].is_some() {
+        let _ = writeln!(
+            out,
+            "\nLargest N held, safetake / Node peer: {}; safetake / floor: {}.",
+            ratio(held(0), held(1)),
+            ratio(held(0), held(2))
+        );
+    }
+    let bursts: Vec<Option<Value>> = PEERS
+        .iter()
+        .map(|(prefix, _)| read(&format!("{prefix}-burst.json")))
+        .collect();
+    if bursts.iter().any(Option::is_some) {
+        out.push_str(
+            "\n| burst | streams | all ready? worst connect to ready | finishes spread over | every close within bound? worst finish to close | held? |\n|---|---|---|---|---|---|\n",
+        );
+        for ((_, name), burst) in PEERS.iter().zip(&bursts) {
+            let Some(run) = burst else { continue };
+            let ready = run["connected"] == run["streams"];
+            let late = run["streamsCloseLate"].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} {:.0} ms | {:.0} ms | {} {:.0} ms (bound {:.0} ms) | {} |",
+                run["streams"],
+                if ready { "yes," } else { "NO," },
+                f(&run["connect"]["maxMs"]),
+                f(&run["endSpreadMs"]),
+                if late == 0 { "yes," } else { "NO," },
+                f(&run["endToClose"]["maxMs"]),
+                f(&run["closeBoundMs"]),
+                if issues_text(run).is_none() {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+            if let Some(issues) = issues_text(run) {
+                notes.push(format!("- {name} burst: {issues}"));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        out.push_str("\nWhy runs did not hold:\n\n");
+        out.push_str(&notes.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+fn compare_cell(run: &Value) -> String {
+    let held = if issues_text(run).is_none() {
+        "yes"
+    } else {
+        "**no**"
+    };
+    let number = |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{v:.0}"));
+    format!(
+        "{held} / {:.0} ms / {} / {}",
+        f(&run["ackLag"]["p99Ms"]),
+        number(steady(run, "cpuUsPerStreamSecond")),
+        number(steady(run, "rssKbPerStream"))
+    )
+}
+
+fn steady(run: &Value, field: &str) -> Option<f64> {
+    run["usage"]["server"]["steady"][field].as_f64()
+}
+
+fn issues_text(run: &Value) -> Option<String> {
+    let issues: Vec<&str> = run["issues"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!issues.is_empty()).then(|| issues.join("; "))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".into(),
+    }
 }
 
 fn fixed_rows(label: &str, run: &Value) -> Vec<(String, String)> {
@@ -365,6 +563,20 @@ fn fixed_rows(label: &str, run: &Value) -> Vec<(String, String)> {
             ),
         ),
         (format!("{label}: close codes"), map_md(&run["closeCodes"])),
+        (
+            format!(
+                "{label}: finish to close p50 / p99 / max (bound {:.0} ms)",
+                f(&run["closeBoundMs"])
+            ),
+            format!(
+                "{:.0} / {:.0} / {:.0} ms, {} late or never, {} without finished",
+                f(&run["endToClose"]["p50Ms"]),
+                f(&run["endToClose"]["p99Ms"]),
+                f(&run["endToClose"]["maxMs"]),
+                run["streamsCloseLate"],
+                run["streamsWithoutFinished"]
+            ),
+        ),
     ];
     for who in ["server", "client"] {
         let usage = &run["usage"][who];

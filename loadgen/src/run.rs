@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::http::HttpClient;
 use crate::procstat::{Sampler, Usage};
 use crate::recorder::{
-    self, EndMode, Gauges, Pacing, StreamOutcome, StreamPlan, Target, BYTES_PER_SECOND,
+    self, EndMode, Gauges, Pacing, Protocol, StreamOutcome, StreamPlan, Target, BYTES_PER_SECOND,
 };
 use crate::stats::{millis, Percentiles};
 
@@ -45,6 +45,16 @@ pub struct RunSpec {
     /// Delete each session (and its audio) once its recorders are done, so long ramps and
     /// max-rate runs do not fill the disk.
     pub delete_after: bool,
+    /// Every stream stops sending at the same moment (the last one's scheduled end), so all
+    /// `finish`es land together: streams that connected earlier send longer.
+    pub aligned_end: bool,
+    /// Create every session before the first socket connects, so that with no ramp-up the
+    /// sockets really connect at once.
+    pub create_first: bool,
+    /// From `finish` to the server's close, at most this long (and `finished` before it).
+    pub close_bound: Duration,
+    /// When set, the run holds only with the ack-lag p99 at or under it.
+    pub p99_bound: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -74,6 +84,16 @@ pub struct RunReport {
     pub ack_lag: Percentiles,
     pub connect: Percentiles,
     pub create_session: Percentiles,
+    /// From sending `finish` (or our close) to the server's close frame, per stream.
+    pub end_to_close: Percentiles,
+    pub close_bound_ms: f64,
+    /// Streams whose close came later than the bound after `finish`, or never.
+    pub streams_close_late: usize,
+    /// Streams ended with `finish` that never got `{"type":"finished"}`.
+    pub streams_without_finished: usize,
+    /// From the first stream's `finish` to the last one's.
+    pub end_spread_ms: f64,
+    pub protocol: String,
     /// Close codes the server sent, "none" when the socket ended without one.
     pub close_codes: BTreeMap<String, usize>,
     /// `code`s of `{"type":"error"}` messages.
@@ -119,23 +139,34 @@ struct Cleanup {
 pub async fn run(runner: &Runner, spec: &RunSpec) -> RunReport {
     let gauges = Arc::new(Gauges::default());
     let sampler = Sampler::start(runner.server_pid, gauges.streaming.clone());
-    let start = Instant::now() + Duration::from_millis(50);
     let spacing = spec.ramp_up / spec.streams.max(1) as u32;
     let tracks = spec.tracks_per_session.max(1);
     let context = runner.context();
+    let group_count = spec.streams.div_ceil(tracks);
+    let mut created: Vec<Option<Created>> = if spec.create_first {
+        create_all(&context, spec, group_count).await
+    } else {
+        (0..group_count).map(|_| None).collect()
+    };
+    let start = Instant::now() + Duration::from_millis(50);
     let groups: Vec<JoinHandle<GroupResult>> = (0..spec.streams)
         .step_by(tracks)
-        .map(|first| {
+        .zip(created.iter_mut())
+        .map(|(first, created)| {
             let schedule = Schedule {
                 start,
                 spacing,
                 first,
                 tracks: tracks.min(spec.streams - first),
+                end_at: spec
+                    .aligned_end
+                    .then(|| start + spec.ramp_up + spec.pacing.sending_time()),
             };
             tokio::spawn(run_group(
                 context.clone(),
                 spec.clone(),
                 schedule,
+                created.take(),
                 gauges.clone(),
             ))
         })
@@ -154,7 +185,13 @@ pub async fn run(runner: &Runner, spec: &RunSpec) -> RunReport {
         progress.abort();
     }
     let usage = sampler.finish();
-    summarize(spec, results, start.elapsed(), usage)
+    summarize(
+        spec,
+        results,
+        start.elapsed(),
+        usage,
+        runner.target.protocol,
+    )
 }
 
 impl Runner {
@@ -184,12 +221,48 @@ struct Schedule {
     /// Index of the group's first stream in the run.
     first: usize,
     tracks: usize,
+    /// With `--aligned-end`: when every stream stops sending.
+    end_at: Option<Instant>,
 }
 
 impl Schedule {
     fn slot(&self, track: usize) -> Instant {
         self.start + self.spacing * (self.first + track) as u32
     }
+}
+
+/// A session created over REST: its id and how long the call took.
+type Created = Result<(String, Duration), String>;
+
+/// Creates every group's session before any socket connects, a few calls at a time.
+async fn create_all(
+    context: &Arc<GroupContext>,
+    spec: &RunSpec,
+    groups: usize,
+) -> Vec<Option<Created>> {
+    if context.target.protocol == Protocol::Raw {
+        return (0..groups).map(|_| None).collect();
+    }
+    let limit = Arc::new(Semaphore::new(16));
+    let tasks: Vec<JoinHandle<Created>> = (0..groups)
+        .map(|group| {
+            let (context, limit) = (context.clone(), limit.clone());
+            let title = format!("loadgen {} #{group}", spec.mode);
+            tokio::spawn(async move {
+                let _slot = limit.acquire().await;
+                let mut http = HttpClient::new(&context.authority, context.token.as_deref());
+                create_session(&mut http, &title).await
+            })
+        })
+        .collect();
+    let mut created = Vec::with_capacity(groups);
+    for task in tasks {
+        created.push(Some(
+            task.await
+                .unwrap_or_else(|e| Err(format!("create task failed: {e}"))),
+        ));
+    }
+    created
 }
 
 /// Creates a session, starts one recorder task per track at its slot, and with several tracks
@@ -199,9 +272,11 @@ async fn run_group(
     context: Arc<GroupContext>,
     spec: RunSpec,
     schedule: Schedule,
+    precreated: Option<Created>,
     gauges: Arc<Gauges>,
 ) -> GroupResult {
     tokio::time::sleep_until(schedule.slot(0)).await;
+    let raw = context.target.protocol == Protocol::Raw;
     let title = format!(
         "loadgen {} #{}",
         spec.mode,
@@ -209,9 +284,14 @@ async fn run_group(
     );
     // A connection for the create and another at the end: one kept alive all run long would
     // sit idle on the server beside every socket.
-    let created = {
-        let mut http = HttpClient::new(&context.authority, context.token.as_deref());
-        create_session(&mut http, &title).await
+    let created = match precreated {
+        Some(created) => created,
+        // The floor has no sessions.
+        None if raw => Ok((String::new(), Duration::ZERO)),
+        None => {
+            let mut http = HttpClient::new(&context.authority, context.token.as_deref());
+            create_session(&mut http, &title).await
+        }
     };
     let (session, create) = match created {
         Ok(created) => created,
@@ -241,6 +321,7 @@ async fn run_group(
                 session: session.clone(),
                 track: format!("t{track}"),
                 pacing: spec.pacing,
+                send_until: schedule.end_at,
                 frame_bytes: spec.frame_bytes,
                 end,
             };
@@ -257,6 +338,12 @@ async fn run_group(
             failure: Some(format!("recorder task failed: {error}")),
             ..StreamOutcome::default()
         }));
+    }
+    if raw {
+        return GroupResult {
+            outcomes,
+            ..GroupResult::default()
+        };
     }
     let mut http = HttpClient::new(&context.authority, context.token.as_deref());
     let finished_by_socket = spec.end == EndMode::Finish && !shared_session;
@@ -372,9 +459,11 @@ fn summarize(
     groups: Vec<GroupResult>,
     elapsed: Duration,
     usage: Usage,
+    protocol: Protocol,
 ) -> RunReport {
     let mut report = RunReport {
         mode: spec.mode.to_string(),
+        protocol: format!("{protocol:?}").to_lowercase(),
         streams: spec.streams,
         tracks_per_session: spec.tracks_per_session.max(1),
         sessions: groups.len(),
@@ -387,6 +476,7 @@ fn summarize(
         ramp_up_seconds: spec.ramp_up.as_secs_f64(),
         end: format!("{:?}", spec.end).to_lowercase(),
         behind_threshold_ms: millis(spec.behind_threshold),
+        close_bound_ms: millis(spec.close_bound),
         elapsed_seconds: elapsed.as_secs_f64(),
         usage,
         ..RunReport::default()
@@ -396,6 +486,9 @@ fn summarize(
     let mut creates = Vec::new();
     let mut first_frame: Option<Instant> = None;
     let mut last_final_ack: Option<Instant> = None;
+    let mut end_to_close = Vec::new();
+    let (mut first_end, mut last_end): (Option<Instant>, Option<Instant>) = (None, None);
+    let finish_by_socket = spec.end == EndMode::Finish && spec.tracks_per_session <= 1;
     for group in &groups {
         creates.extend(group.create);
         report.delete_retries += group.cleanup.retries;
@@ -417,6 +510,22 @@ fn summarize(
             add_stream(&mut report, outcome, spec.behind_threshold);
             first_frame = earliest(first_frame, outcome.first_frame_at);
             last_final_ack = last_final_ack.max(outcome.final_ack_at);
+            first_end = earliest(first_end, outcome.end_sent_at);
+            last_end = last_end.max(outcome.end_sent_at);
+            match outcome.end_to_close() {
+                Some(waited) => {
+                    end_to_close.push(waited);
+                    if waited > spec.close_bound {
+                        report.streams_close_late += 1;
+                    }
+                }
+                // Ended but never closed: as late as it gets.
+                None if outcome.end_sent_at.is_some() => report.streams_close_late += 1,
+                None => {}
+            }
+            if finish_by_socket && !outcome.finished_message {
+                report.streams_without_finished += 1;
+            }
         }
     }
     report.all_acked = report.connected > 0 && report.streams_not_fully_acked == 0;
@@ -430,7 +539,11 @@ fn summarize(
     report.ack_lag = Percentiles::of(&mut lags);
     report.connect = Percentiles::from_durations(&connects);
     report.create_session = Percentiles::from_durations(&creates);
-    report.issues = issues(&report, None);
+    report.end_to_close = Percentiles::from_durations(&end_to_close);
+    if let (Some(first), Some(last)) = (first_end, last_end) {
+        report.end_spread_ms = millis(last.saturating_duration_since(first));
+    }
+    report.issues = issues(&report, spec.p99_bound);
     report
 }
 
@@ -496,6 +609,18 @@ pub fn issues(report: &RunReport, p99_bound: Option<Duration>) -> Vec<String> {
         .sum();
     if unexpected > 0 {
         issues.push(format!("{unexpected} streams closed other than with 1000"));
+    }
+    if report.streams_close_late > 0 {
+        issues.push(format!(
+            "{} streams got their close more than {:.0} ms after finish, or none (worst {:.0} ms)",
+            report.streams_close_late, report.close_bound_ms, report.end_to_close.max_ms
+        ));
+    }
+    if report.streams_without_finished > 0 {
+        issues.push(format!(
+            "{} streams got no finished message",
+            report.streams_without_finished
+        ));
     }
     let problems: usize = report.stream_problems.values().sum();
     if problems > 0 {

@@ -44,26 +44,70 @@ pub fn find(conn: &mut DbConnection, id: &SessionId) -> QueryResult<Option<Sessi
     sessions::table.find(id.as_str()).first(conn).optional()
 }
 
-/// A page of sessions, newest first, and how many match in all.
+/// A page of sessions, newest first (`created_at`, then `id`, both descending: a total order),
+/// and how many match in all. Exactly `ORDER BY created_at DESC, id DESC LIMIT limit OFFSET
+/// offset`, but without reading `offset` whole rows: the count and the key of the row at the
+/// offset come from index-only scans of the covering (`status`,) `created_at`, `id` indexes,
+/// walked from whichever end is nearer, and the page is then read by keyset from that key. One
+/// read transaction, so the total and the page see the same snapshot.
 pub fn list(
     conn: &mut DbConnection,
     status: Option<SessionStatus>,
     limit: i64,
     offset: i64,
 ) -> QueryResult<(Vec<SessionRow>, i64)> {
-    let mut page = sessions::table.into_boxed();
-    let mut count = sessions::table.into_boxed();
+    conn.transaction(|conn| {
+        let mut count = sessions::table.into_boxed();
+        if let Some(status) = status {
+            count = count.filter(sessions::status.eq(status.as_str()));
+        }
+        let total: i64 = count.count().get_result(conn)?;
+        let offset = offset.max(0);
+        if limit <= 0 || offset >= total {
+            return Ok((Vec::new(), total));
+        }
+        let Some((created_at, id)) = key_at(conn, status, offset, total)? else {
+            return Ok((Vec::new(), total));
+        };
+        let mut page = sessions::table.into_boxed();
+        if let Some(status) = status {
+            page = page.filter(sessions::status.eq(status.as_str()));
+        }
+        // (created_at, id) <= the key: a range on the index, the tie on created_at by id.
+        let rows = page
+            .filter(sessions::created_at.le(created_at))
+            .filter(sessions::created_at.lt(created_at).or(sessions::id.le(id)))
+            .order((sessions::created_at.desc(), sessions::id.desc()))
+            .limit(limit)
+            .load(conn)?;
+        Ok((rows, total))
+    })
+}
+
+/// The (`created_at`, `id`) of the row at `offset` in the newest-first order, `offset < total`:
+/// an index-only walk of `offset` entries from the newest, or of `total - 1 - offset` from the
+/// oldest when that is shorter, so the deepest page costs as little as the first.
+fn key_at(
+    conn: &mut DbConnection,
+    status: Option<SessionStatus>,
+    offset: i64,
+    total: i64,
+) -> QueryResult<Option<(NaiveDateTime, String)>> {
+    let mut keys = sessions::table
+        .select((sessions::created_at, sessions::id))
+        .into_boxed();
     if let Some(status) = status {
-        page = page.filter(sessions::status.eq(status.as_str()));
-        count = count.filter(sessions::status.eq(status.as_str()));
+        keys = keys.filter(sessions::status.eq(status.as_str()));
     }
-    let rows = page
-        .order((sessions::created_at.desc(), sessions::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .load(conn)?;
-    let total = count.count().get_result(conn)?;
-    Ok((rows, total))
+    let from_oldest = total - 1 - offset;
+    let keys = if from_oldest < offset {
+        keys.order((sessions::created_at.asc(), sessions::id.asc()))
+            .offset(from_oldest)
+    } else {
+        keys.order((sessions::created_at.desc(), sessions::id.desc()))
+            .offset(offset)
+    };
+    keys.limit(1).first(conn).optional()
 }
 
 pub fn count_with_status(conn: &mut DbConnection, status: SessionStatus) -> QueryResult<i64> {

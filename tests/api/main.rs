@@ -10,6 +10,7 @@ mod download;
 mod guests;
 mod helpers;
 mod hostile;
+mod listing;
 mod marks;
 mod rest;
 mod socket;
