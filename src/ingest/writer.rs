@@ -332,7 +332,8 @@ async fn run(
             return;
         }
     };
-    let mut tick = tokio::time::interval(writer.setup.sync_interval);
+    let interval = writer.setup.sync_interval;
+    let mut tick = tokio::time::interval_at(first_tick(&key, interval), interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let step = tokio::select! {
@@ -366,6 +367,14 @@ async fn run(
     }
     writer.shared.connected.store(false, Ordering::Release);
     tracing::debug!(session = %key.session, track = %key.track, "writer stopped");
+}
+
+/// Tracks that attach in the same instant (a burst of connects) would otherwise all sync on the
+/// same tick: each track's first sync is put at its own point of the interval.
+fn first_tick(key: &TrackKey, interval: Duration) -> tokio::time::Instant {
+    use std::hash::{BuildHasher, RandomState};
+    let phase = RandomState::new().hash_one(key) % 1024;
+    tokio::time::Instant::now() + interval.mul_f64(phase as f64 / 1024.0)
 }
 
 async fn wait_job(job: &mut Option<Job>) -> Result<JobDone, oneshot::error::RecvError> {
