@@ -257,7 +257,7 @@ pub async fn import(state: &AppState, staged: Staged) -> Result<SessionRow, ApiE
     let (stored, track_count) = (row.clone(), staged.tracks.len());
     let written = state
         .db(move |conn| {
-            conn.immediate_transaction(|conn| {
+            db::write_transaction(conn, stored.id.as_str(), |conn| {
                 db::sessions::insert(conn, &stored)?;
                 for (order, track) in staged.tracks.iter().enumerate() {
                     // Tracks are listed by creation: keep the archive's order.
