@@ -309,3 +309,37 @@ pub fn ping(conn: &mut DbConnection) -> diesel::QueryResult<()> {
     conn.batch_execute("PRAGMA busy_timeout = 5000")?;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_get_timeouts_and_keepalives_unless_they_set_them() {
+        let Target::Postgres(url) = Target::parse("postgres://u:p@h:5432/db").unwrap() else {
+            panic!("not PostgreSQL");
+        };
+        assert!(
+            url.starts_with("postgres://u:p@h:5432/db?connect_timeout=2&keepalives=1"),
+            "{url}"
+        );
+        let Target::Postgres(url) =
+            Target::parse("postgresql://h/db?connect_timeout=9&sslmode=disable").unwrap()
+        else {
+            panic!("not PostgreSQL");
+        };
+        assert!(
+            url.contains("connect_timeout=9&sslmode=disable&keepalives=1"),
+            "{url}"
+        );
+        assert_eq!(url.matches("connect_timeout").count(), 1, "{url}");
+        assert_eq!(
+            Target::parse("sqlite:///data/s.db").unwrap(),
+            Target::Sqlite("/data/s.db".into())
+        );
+        assert_eq!(
+            format!("{:?}", Target::parse("postgres://u:secret@h/db").unwrap()),
+            "Postgres(..)"
+        );
+    }
+}
