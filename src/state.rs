@@ -15,6 +15,8 @@ pub struct AppState {
     pub pool: DbPool,
     pub store: TrackStore,
     pub registry: Arc<Registry>,
+    /// Several nodes on one PostgreSQL database (src/cluster.rs); `None` with SQLite.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {
