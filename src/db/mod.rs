@@ -158,7 +158,8 @@ impl ManageConnection for Manager {
 /// `SQLITE_BUSY`, foreign keys for the cascades, and full sync so a session row acknowledged
 /// to a client survives a power cut (WAL is set once, at `connect`: it is stored in the file,
 /// and switching it from many connections at once makes them fail with "database is locked").
-/// PostgreSQL: a statement timeout, and UTC for the `timestamp` columns.
+/// PostgreSQL: a statement timeout, a transaction left open by a frozen node ends within 3 s
+/// (its row locks with it), and UTC for the `timestamp` columns.
 #[derive(Debug)]
 struct SessionSettings;
 
@@ -170,7 +171,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SessionSettings 
                     .to_string()
             }
             DbConnection::Postgres(_) => {
-                format!("SET statement_timeout = '{PG_STATEMENT_TIMEOUT}'; SET TIME ZONE 'UTC';")
+                format!("SET statement_timeout = '{PG_STATEMENT_TIMEOUT}'; SET idle_in_transaction_session_timeout = '3s'; SET TIME ZONE 'UTC';")
             }
         };
         conn.batch_execute(&settings)

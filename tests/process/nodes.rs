@@ -296,3 +296,36 @@ async fn the_database_going_away_and_back_under_twenty_streams_loses_nothing_ack
         assert_eq!(track(&server, id, &name).await["dataBytes"], audio.len());
     }
 }
+
+#[tokio::test]
+async fn a_hung_node_loses_its_tracks_within_five_seconds() {
+    if !enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--sync-interval", "100ms"];
+    let a = Server::start(dir.path(), &args).await;
+    let b = Server::start(dir.path(), &args).await;
+    let id = a.create_session().await;
+    let audio = pcm(64, 100_000);
+    let (mut on_a, _) = WsClient::open(&a.ws_url(&id, "track=mic")).await;
+    send(&mut on_a, &audio, 0, 50_000).await;
+    let acked = on_a.flush(50_000).await;
+    // A stops answering (its process is frozen), with the socket still open.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(a.pid(), libc::SIGSTOP) };
+    let hung = Instant::now();
+    let (mut on_b, ready) = WsClient::open(&b.ws_url(&id, "track=mic")).await;
+    assert!(
+        hung.elapsed() < Duration::from_secs(5),
+        "B attached {:?} after A hung",
+        hung.elapsed()
+    );
+    assert_eq!(ready, acked, "the repaired file holds what A acked");
+    send(&mut on_b, &audio, ready as usize, audio.len()).await;
+    assert_eq!(on_b.flush(audio.len() as u64).await, audio.len() as u64);
+    finish(&b, &id).await;
+    assert_eq!(read_wav_data(&b.track_path(&id, "mic")), audio);
+    // SAFETY: as above; the server is killed when dropped.
+    unsafe { libc::kill(a.pid(), libc::SIGCONT) };
+}
