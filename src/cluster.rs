@@ -8,8 +8,8 @@
 //! (`idle_session_timeout`), so its locks go within [`HUNG_NODE_TIMEOUT`].
 //!
 //! The hooks elsewhere are few: [`crate::ingest::Registry::attach`] calls [`Cluster::acquire`]
-//! before it starts a writer, start-up repairs only the tracks no other node holds, and each
-//! sweep tells the other nodes which sessions it timed out.
+//! before it starts a writer, start-up repairs only the tracks no other node holds, and a
+//! sweep, a finish and a delete tell the other nodes which sessions they closed.
 
 use std::collections::HashMap;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
@@ -61,8 +61,9 @@ enum Command {
 enum Event {
     /// Another node wants this track.
     Release { node: String, key: TrackKey },
-    /// Another node timed this session out: its sockets here close with 4408.
-    TimedOut(SessionId),
+    /// Another node timed this session out (4408), finished it (1000) or deleted it (4403):
+    /// its sockets here close for that reason, each track synced and finalized first.
+    Closed(SessionId, CloseReason),
     /// The lock connection was lost (the database restarted, or this node hung): every lock
     /// is gone; the thread has a new connection, and the live tracks must be locked again.
     Reconnected,
@@ -212,11 +213,17 @@ impl Cluster {
         }
     }
 
-    /// Tells every other node that this one timed these sessions out.
-    pub fn announce_timed_out(&self, sessions: &[SessionId]) {
+    /// Tells every other node that this one timed these sessions out, finished or deleted
+    /// them (`reason`): the sockets they hold of them close too.
+    pub fn announce_closed(&self, sessions: &[SessionId], reason: CloseReason) {
+        let word = match reason {
+            CloseReason::Finished => "finished",
+            CloseReason::Revoked => "deleted",
+            _ => "timedout",
+        };
         for session in sessions {
             self.send(Command::Notify(format!(
-                "timedout\t{}\t{session}",
+                "closed\t{}\t{session}\t{word}",
                 self.node
             )));
         }
@@ -242,8 +249,8 @@ impl Cluster {
                         self.release(&registry, key).await;
                     }
                     Some(Event::Release { .. }) => {}
-                    Some(Event::TimedOut(session)) => {
-                        registry.close_session(&session, CloseReason::TimedOut).await;
+                    Some(Event::Closed(session, reason)) => {
+                        registry.close_session(&session, reason).await;
                     }
                     Some(Event::Reconnected) => self.relock(&registry).await,
                     None => return,
@@ -415,7 +422,16 @@ fn parse_event(payload: &str, node: &str) -> Option<Event> {
                 key: TrackKey { session, track },
             })
         }
-        "timedout" => Some(Event::TimedOut(SessionId::parse(fields.next()?)?)),
+        "closed" => {
+            let session = SessionId::parse(fields.next()?)?;
+            let reason = match fields.next()? {
+                "finished" => CloseReason::Finished,
+                "deleted" => CloseReason::Revoked,
+                "timedout" => CloseReason::TimedOut,
+                _ => return None,
+            };
+            Some(Event::Closed(session, reason))
+        }
         _ => None,
     }
 }

@@ -329,3 +329,35 @@ async fn a_hung_node_loses_its_tracks_within_five_seconds() {
     // SAFETY: as above; the server is killed when dropped.
     unsafe { libc::kill(a.pid(), libc::SIGCONT) };
 }
+
+#[tokio::test]
+async fn finishing_on_node_b_closes_the_sockets_node_a_holds_with_1000() {
+    if !enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--sync-interval", "100ms"];
+    let a = Server::start(dir.path(), &args).await;
+    let b = Server::start(dir.path(), &args).await;
+    let id = a.create_session().await;
+    let audio = pcm(65, 40_000);
+    let (mut on_a, _) = WsClient::open(&a.ws_url(&id, "track=mic")).await;
+    send(&mut on_a, &audio, 0, audio.len()).await;
+    assert_eq!(on_a.flush(audio.len() as u64).await, audio.len() as u64);
+    finish(&b, &id).await;
+    let closed = on_a.expect_close().await;
+    assert_eq!(closed.code, 1000, "{:?}", closed.messages);
+    assert!(
+        closed
+            .messages
+            .iter()
+            .any(|message| message["type"] == "finished"),
+        "{:?}",
+        closed.messages
+    );
+    assert_eq!(read_wav_data(&a.track_path(&id, "mic")), audio);
+    assert_eq!(
+        b.json(&format!("/api/session/{id}")).await["status"],
+        "completed"
+    );
+}
