@@ -77,3 +77,8 @@ pg_cluster_stop() {
     rm -rf "$PG_CLUSTER_DIR"
     PG_CLUSTER_DIR=""
 }
+
+# Restarts the cluster (fast: every connection is dropped), with the options it was started with.
+pg_cluster_restart() {
+    pg_as_owner "$(pg_bin_dir)/pg_ctl" -D "$PG_CLUSTER_DIR/data" -l "$PG_CLUSTER_DIR/log" -m fast -w -t 30 restart >/dev/null
+}

@@ -361,3 +361,145 @@ async fn finishing_on_node_b_closes_the_sockets_node_a_holds_with_1000() {
         "completed"
     );
 }
+
+/// A cluster of the test's own (tests/pg-cluster.sh), so restarting it disturbs no other test.
+struct PrivateCluster {
+    dir: String,
+    url: String,
+}
+
+fn cluster_script(script: &str, dir: &str) -> std::process::Output {
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source tests/pg-cluster.sh && {script}"))
+        .env("PG_CLUSTER_DIR", dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("bash runs")
+}
+
+impl PrivateCluster {
+    fn start() -> PrivateCluster {
+        let out = cluster_script(
+            r#"pg_cluster_start && echo "$PG_CLUSTER_DIR $PG_TEST_URL""#,
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (dir, url) = text.trim().split_once(' ').expect("dir and URL");
+        PrivateCluster {
+            dir: dir.to_string(),
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        cluster_script("pg_cluster_stop", &self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_restart_under_twenty_streams_loses_nothing_acked() {
+    if !enabled() {
+        return;
+    }
+    let cluster = PrivateCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--database-url", &cluster.url, "--sync-interval", "100ms"];
+    let server = Server::start(dir.path(), &args).await;
+    let ids = [server.create_session().await, server.create_session().await];
+    let audio = pcm(66, 60_000);
+    let mut sockets = Vec::new();
+    for i in 0..20 {
+        let id = &ids[i % 2];
+        let (socket, _) = WsClient::open(&server.ws_url(id, &format!("track=t{i}"))).await;
+        sockets.push(socket);
+    }
+    for socket in &mut sockets {
+        send(socket, &audio, 0, 20_000).await;
+    }
+    // The restart, while every stream has audio in flight.
+    let restart = {
+        let dir = cluster.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = cluster_script("pg_cluster_restart", &dir);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+    };
+    for socket in &mut sockets {
+        send(socket, &audio, 20_000, 40_000).await;
+    }
+    for socket in &mut sockets {
+        assert_eq!(
+            socket.flush(40_000).await,
+            40_000,
+            "acked across the restart"
+        );
+    }
+    restart.await.unwrap();
+    // The server saw it: its connections were dropped.
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(dir.path().join("server.log"))
+        .unwrap_or_default()
+        .contains("lock connection lost")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the server never saw the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .map(|response| response.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz not back after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for socket in &mut sockets {
+        send(socket, &audio, 40_000, audio.len()).await;
+    }
+    for socket in &mut sockets {
+        assert_eq!(socket.flush(audio.len() as u64).await, audio.len() as u64);
+    }
+    for id in &ids {
+        assert_eq!(
+            server.json(&format!("/api/session/{id}")).await["status"],
+            "active"
+        );
+        finish(&server, id).await;
+        assert_eq!(
+            server.json(&format!("/api/session/{id}")).await["status"],
+            "completed"
+        );
+    }
+    for i in 0..20 {
+        let (id, name) = (&ids[i % 2], format!("t{i}"));
+        assert_eq!(
+            read_wav_data(&server.track_path(id, &name)),
+            audio,
+            "{name}"
+        );
+        assert_eq!(track(&server, id, &name).await["dataBytes"], audio.len());
+    }
+}
