@@ -80,7 +80,9 @@ async fn attaching_on_node_b_takes_the_track_over_from_node_a_without_losing_a_b
     // More audio A has not acked yet when B attaches: A syncs it, acks it, then closes 4001.
     send(&mut on_a, &audio, 96_000, 120_000).await;
     let (mut on_b, ready_b) = WsClient::open(&b.ws_url(&id, "track=mic")).await;
-    let closed = on_a.expect_close().await;
+    let closed = tokio::time::timeout(WAIT, on_a.expect_close())
+        .await
+        .expect("closed in time");
     assert_eq!(closed.code, 4001, "{:?}", closed.messages);
     let acked = last_ack(&closed.messages).unwrap_or(96_000);
     assert_eq!(ready_b, acked, "B's ready.offset is A's last ack");
@@ -217,7 +219,13 @@ async fn both_nodes_sweep_and_each_silent_session_times_out_once() {
         silent.len() as f64,
         "each silent session timed out once"
     );
-    assert_eq!(quiet_socket.expect_close().await.code, 4408);
+    assert_eq!(
+        tokio::time::timeout(WAIT, quiet_socket.expect_close())
+            .await
+            .expect("closed in time")
+            .code,
+        4408
+    );
     on_a.flush(offset as u64).await;
 }
 
@@ -345,7 +353,9 @@ async fn finishing_on_node_b_closes_the_sockets_node_a_holds_with_1000() {
     send(&mut on_a, &audio, 0, audio.len()).await;
     assert_eq!(on_a.flush(audio.len() as u64).await, audio.len() as u64);
     finish(&b, &id).await;
-    let closed = on_a.expect_close().await;
+    let closed = tokio::time::timeout(WAIT, on_a.expect_close())
+        .await
+        .expect("closed in time");
     assert_eq!(closed.code, 1000, "{:?}", closed.messages);
     assert!(
         closed
