@@ -157,6 +157,10 @@ impl Config {
             (None, Some(_)) => return Err("--tls-key: needs --tls-cert as well".into()),
             _ => {}
         }
+        if let Some(url) = &self.database_url {
+            // The backend is the scheme's; an unknown one stops the start (never a fallback).
+            crate::db::Target::parse(url).map_err(|error| error.to_string())?;
+        }
         if !self.bind.ip().is_loopback() && self.auth_token.is_none() && !self.allow_unauthenticated
         {
             return Err(format!(
@@ -269,6 +273,29 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("--bind"));
         config.allow_unauthenticated = true;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_database_url_names_its_backend_or_stops_the_start() {
+        let mut config = Config::with_data_dir("/tmp/x".into());
+        for good in [
+            "postgres://u:p@127.0.0.1:5432/db",
+            "postgresql://h/db",
+            "sqlite:///tmp/a.db",
+            "/tmp/a.db",
+        ] {
+            config.database_url = Some(good.into());
+            assert!(config.validate().is_ok(), "{good}");
+        }
+        for bad in ["mysql://u:secret@h/db", "postgre://h/db", ""] {
+            config.database_url = Some(bad.into());
+            let message = config.validate().unwrap_err();
+            assert!(message.starts_with("--database-url"), "{message}");
+            assert!(
+                !message.contains("secret"),
+                "the password is not shown: {message}"
+            );
+        }
     }
 
     /// An exported `SAFETAKE_AUTH_TOKEN` once locked every test out. The variables are set and

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod audio;
 pub mod backup;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod domain;

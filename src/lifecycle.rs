@@ -184,6 +184,10 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
         .registry
         .close_session(id, CloseReason::Finished)
         .await;
+    // Several nodes (src/cluster.rs): the others close this session's sockets they hold too.
+    if let Some(cluster) = &state.cluster {
+        cluster.announce_closed(std::slice::from_ref(id), CloseReason::Finished);
+    }
     // Its sockets are closed: every mark they sent is stored before the finish answers.
     if let Err(error) = crate::sweeper::flush_marks(state, id).await {
         tracing::warn!(session = %id, %error, "marks not stored at finish; the next sweep retries");
@@ -209,6 +213,9 @@ pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
     }
     // Only a session that is not active can be deleted, so a socket here is a late one.
     state.registry.close_session(id, CloseReason::Revoked).await;
+    if let Some(cluster) = &state.cluster {
+        cluster.announce_closed(std::slice::from_ref(id), CloseReason::Revoked);
+    }
     state.registry.forget_backlogs(id);
     state.registry.forget_marks(id);
     let (store, session) = (state.store.clone(), id.clone());
@@ -257,7 +264,7 @@ pub async fn import(state: &AppState, staged: Staged) -> Result<SessionRow, ApiE
     let (stored, track_count) = (row.clone(), staged.tracks.len());
     let written = state
         .db(move |conn| {
-            conn.immediate_transaction(|conn| {
+            db::write_transaction(conn, stored.id.as_str(), |conn| {
                 db::sessions::insert(conn, &stored)?;
                 for (order, track) in staged.tracks.iter().enumerate() {
                     // Tracks are listed by creation: keep the archive's order.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access;
 use crate::audio::TrackStore;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::db::commit::Committer;
 use crate::db::{self, DbPool};
@@ -52,7 +53,15 @@ impl Application {
         let store = TrackStore::new(config.data_dir.clone());
         store.prepare().map_err(data_error)?;
         let pool = db::connect(&config.database_url())?;
-        repair_tracks(&pool, &store)?;
+        // PostgreSQL: this node may share the database and the data directory with others.
+        let cluster = match db::Target::parse(&config.database_url())? {
+            db::Target::Postgres(url) => Some(
+                Cluster::start(&url)
+                    .map_err(|e| db::DbSetupError::Open(format!("lock connection: {e}")))?,
+            ),
+            db::Target::Sqlite(_) => None,
+        };
+        repair_tracks_unless_held(&pool, &store, cluster.as_deref())?;
         let commits = Committer::start(pool.clone()).map_err(StartError::Serve)?;
         let registry = Registry::new(
             commits.clone(),
@@ -60,6 +69,9 @@ impl Application {
             config.sync_interval,
             config.max_connections,
         );
+        if let Some(cluster) = &cluster {
+            registry.set_cluster(cluster.clone());
+        }
         let port = listener.local_addr().map_err(StartError::Serve)?.port();
         let state = AppState {
             config: Arc::new(config),
@@ -67,6 +79,7 @@ impl Application {
             commits,
             store,
             registry,
+            cluster,
         };
         let tls = match (&state.config.tls_cert, &state.config.tls_key) {
             (Some(cert), Some(key)) => Some(tls_config(cert, key).map_err(StartError::Tls)?),
@@ -88,6 +101,9 @@ impl Application {
     pub async fn run_until_stopped(self, handle_signals: bool) -> std::io::Result<()> {
         let stop_sweeper = CancellationToken::new();
         tokio::spawn(sweeper::run(self.state.clone(), stop_sweeper.clone()));
+        if let Some(cluster) = &self.state.cluster {
+            tokio::spawn(cluster.clone().run(self.state.registry.clone()));
+        }
         if handle_signals {
             tokio::spawn(stop_on_signal(self.state.clone(), self.server.handle()));
         }
@@ -240,6 +256,17 @@ pub fn repair_data_dir(config: &Config, dir: &std::path::Path) -> Result<(), Str
 /// it is (nothing is guessed, nothing is cut); the other tracks are repaired all the same.
 /// Returns the tracks whose file it changed.
 pub fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<Vec<Repaired>, StartError> {
+    repair_tracks_unless_held(pool, store, None)
+}
+
+/// [`repair_tracks`], except (several nodes) the tracks another node is writing now: those
+/// are that node's to keep in order, and the next attach anywhere repairs them before it
+/// appends. Each track repaired here is locked while it is.
+fn repair_tracks_unless_held(
+    pool: &DbPool,
+    store: &TrackStore,
+    cluster: Option<&Cluster>,
+) -> Result<Vec<Repaired>, StartError> {
     let mut repaired = Vec::new();
     let mut conn = pool.get().map_err(|e| StartError::Repair(e.to_string()))?;
     let tracks =
@@ -253,7 +280,16 @@ pub fn repair_tracks(pool: &DbPool, store: &TrackStore) -> Result<Vec<Repaired>,
             }
         };
         let path = store.track_path(&track.session_id, &track.name);
-        let report = match store.repair(&track.session_id, &track.name, track.format) {
+        if cluster.is_some_and(|cluster| !cluster.try_lock_blocking(&track.session_id, &track.name))
+        {
+            tracing::info!(path = %path.display(), "track not repaired: another node writes it");
+            continue;
+        }
+        let report = store.repair(&track.session_id, &track.name, track.format);
+        if let Some(cluster) = cluster {
+            cluster.unlock_blocking(&track.session_id, &track.name);
+        }
+        let report = match report {
             Ok(report) => report,
             Err(error) => {
                 tracing::error!(path = %path.display(), %error, "track cannot be repaired; its file is left as it is");

@@ -18,6 +18,8 @@ pub struct AppState {
     pub commits: Committer,
     pub store: TrackStore,
     pub registry: Arc<Registry>,
+    /// Several nodes on one PostgreSQL database (src/cluster.rs); `None` with SQLite.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {

@@ -65,6 +65,10 @@ pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<SessionId>
         .db(move |conn| db::sessions::time_out_silent(conn, cutoff))
         .await?;
     crate::metrics::sessions_timed_out(timed_out.len());
+    // Several nodes: the others close these sessions' sockets they hold (src/cluster.rs).
+    if let Some(cluster) = &state.cluster {
+        cluster.announce_closed(&timed_out, CloseReason::TimedOut);
+    }
     for id in &timed_out {
         tracing::info!(session = %id, "session timed out (incomplete)");
         state

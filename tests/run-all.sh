@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of safetake on a fresh machine: installs what the tests need (Chromium, Firefox
-# ESR, WebKitGTK's WebDriver, Xvfb, PulseAudio, nginx, Caddy, flac (the aligned export's reference
-# decoder) and Node.js from Debian's packages,
+# ESR, WebKitGTK's WebDriver, Xvfb, PulseAudio, nginx, Caddy, PostgreSQL, flac (the aligned
+# export's reference decoder) and Node.js from Debian's packages,
 # cargo-fuzz and geckodriver from crates.io), checks formatting and lints, builds the release
 # binary, and runs every suite. The last line sums them up.
 # Usage: bash tests/run-all.sh        (the README's test command; .ci/run calls it)
@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 log="$(mktemp -d)"
-trap 'rm -rf "$log"' EXIT
+# The PostgreSQL pass's throwaway cluster (tests/pg-cluster.sh) goes too, however the run ends.
+source tests/pg-cluster.sh
+trap 'pg_cluster_stop; rm -rf "$log"' EXIT
 
 step "what the tests need"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -38,6 +40,9 @@ fi
 if ! command -v geckodriver >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" ]]; then
     cargo install geckodriver --version 0.37.1 --locked --quiet
 fi
+# PostgreSQL for the second pass of the API and process suites (the server needs no libpq:
+# it is built in).
+pg_install
 cargo --version && node --version
 
 step "format and lints"
@@ -50,6 +55,15 @@ cargo build --release --workspace --locked
 
 step "unit, API, hostile-input, socket, crash, fault, shutdown and load generator tests"
 cargo test --release --workspace --locked 2>&1 | tee "$log/cargo.txt"
+
+step "the API and process suites again, against PostgreSQL (a throwaway cluster on a free port)"
+pg_cluster_start
+# The process suite's tests that read or lock SQLite's file themselves, or run the SQLite-only
+# subcommands (backup, repair), stay with the first pass.
+SAFETAKE_TEST_DATABASE_URL="$PG_TEST_URL" cargo test --release --locked --test api --test process -- \
+    --skip stored:: --skip a_locked_database --skip a_full_disk --skip backup_ --skip repair_ \
+    --skip a_binary_copied_alone 2>&1 | tee "$log/postgres.txt"
+pg_cluster_stop
 
 step "fuzzing: frame decoder and WAV repair"
 bash tests/fuzz.sh
@@ -72,9 +86,9 @@ tally() { # FILE WORD
         [[ "$2" == passed ]] && echo 0 || echo 1
     fi
 }
-passed=$(( $(grep -o '[0-9]* passed' "$log/cargo.txt" | awk '{s+=$1} END {print s+0}') \
+passed=$(( $(cat "$log/cargo.txt" "$log/postgres.txt" | grep -o '[0-9]* passed' | awk '{s+=$1} END {print s+0}') \
          + $(tally "$log/browser.txt" passed) + $(tally "$log/proxy.txt" passed) ))
-failed=$(( $(grep -o '[0-9]* failed' "$log/cargo.txt" | awk '{s+=$1} END {print s+0}') \
+failed=$(( $(cat "$log/cargo.txt" "$log/postgres.txt" | grep -o '[0-9]* failed' | awk '{s+=$1} END {print s+0}') \
          + $(tally "$log/browser.txt" failed) + $(tally "$log/proxy.txt" failed) ))
 echo
 echo "${passed} passed, ${failed} failed"

@@ -87,7 +87,7 @@ fn commit_batches(pool: &DbPool, waiting: &mpsc::Receiver<Job>) {
         let mut unrun = Some(batch);
         // Immediate: the write lock is taken up front, so no write of the batch can fail
         // because another connection wrote between its read and its write.
-        let committed = conn.immediate_transaction(|conn| {
+        let committed = super::immediate_transaction(&mut conn, |conn| {
             let jobs = unrun.take().into_iter().flatten();
             deliveries.extend(jobs.filter_map(|job| job(Ok(conn))));
             diesel::QueryResult::Ok(())

@@ -21,9 +21,9 @@ pub enum CreateRefusal {
 }
 
 /// Creates an invite, unless its session is gone or completed or its track is held by another
-/// invite not revoked; one immediate transaction, so two racing invites cannot both win.
+/// invite not revoked; one write transaction, so two racing invites cannot both win.
 pub fn create(conn: &mut DbConnection, row: &InviteRow) -> QueryResult<Result<(), CreateRefusal>> {
-    conn.immediate_transaction(|conn| {
+    super::write_transaction(conn, row.session_id.as_str(), |conn| {
         let Some(session) = super::sessions::find(conn, &row.session_id)? else {
             return Ok(Err(CreateRefusal::SessionNotFound));
         };

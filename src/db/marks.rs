@@ -95,14 +95,22 @@ pub fn insert(
     pending: &[Mark],
 ) -> QueryResult<()> {
     for mark in pending {
-        diesel::insert_or_ignore_into(marks::table)
-            .values((
-                marks::session_id.eq(session.as_str()),
-                marks::track_name.eq(track.as_str()),
-                marks::byte_offset.eq(mark.offset as i64),
-                marks::captured_at.eq(mark.captured_at),
-            ))
-            .execute(conn)?;
+        let values = (
+            marks::session_id.eq(session.as_str()),
+            marks::track_name.eq(track.as_str()),
+            marks::byte_offset.eq(mark.offset as i64),
+            marks::captured_at.eq(mark.captured_at),
+        );
+        // "Keep the stored one" is spelled per backend (the shared dialect has no ON CONFLICT).
+        match conn {
+            DbConnection::Sqlite(conn) => diesel::insert_or_ignore_into(marks::table)
+                .values(values)
+                .execute(conn)?,
+            DbConnection::Postgres(conn) => diesel::insert_into(marks::table)
+                .values(values)
+                .on_conflict_do_nothing()
+                .execute(conn)?,
+        };
     }
     Ok(())
 }

@@ -141,6 +141,10 @@ pub fn flush_heartbeats(
     if beats.is_empty() {
         return Ok(());
     }
+    // In id order, as the sweep's updates are: two nodes' batches lock rows in one order and
+    // cannot deadlock (PostgreSQL).
+    let mut beats: Vec<_> = beats.iter().collect();
+    beats.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
     conn.transaction(|conn| {
         for (id, at) in beats {
             touch_heartbeat(conn, id, *at)?;
@@ -229,9 +233,8 @@ pub fn request_stop(conn: &mut DbConnection, id: &SessionId, now: NaiveDateTime)
 
 /// Deletes a session that is not active, with its tracks, segments and invites.
 pub fn delete(conn: &mut DbConnection, id: &SessionId) -> QueryResult<Result<(), Refusal>> {
-    // Immediate: a read-then-write transaction that waits for the write lock up front, instead
-    // of failing with "database is locked" when another write lands between its read and write.
-    conn.immediate_transaction(|conn| {
+    // A read-then-write transaction no other writer of the session can interleave with.
+    super::write_transaction(conn, id.as_str(), |conn| {
         let Some(row) = find(conn, id)? else {
             return Ok(Err(Refusal::NotFound));
         };
@@ -266,6 +269,7 @@ pub fn time_out_silent(
     let candidates: Vec<String> = sessions::table
         .filter(sessions::status.eq(ACTIVE))
         .filter(sessions::last_heartbeat.lt(cutoff))
+        .order(sessions::id.asc())
         .select(sessions::id)
         .load(conn)?;
     if candidates.is_empty() {

@@ -112,8 +112,8 @@ pub fn add_segment(
     at: NaiveDateTime,
 ) -> QueryResult<()> {
     let (session, name) = (session.as_str(), name.as_str());
-    // Run in a group commit, whose transaction holds the write lock from its start.
-    conn.transaction(|conn| {
+    // Read-then-write, so take the write lock first (see sessions::delete).
+    super::write_transaction(conn, session, |conn| {
         let last: Option<i32> = segments::table
             .filter(segments::session_id.eq(session))
             .filter(segments::track_name.eq(name))
@@ -205,9 +205,8 @@ pub fn open_for_socket(
     requested: RequestedFormat,
     now: NaiveDateTime,
 ) -> QueryResult<Result<(AudioFormat, SessionStatus), OpenRefusal>> {
-    // Run in a group commit, whose transaction holds the write lock from its start: two
-    // sockets opening new tracks at once cannot both pass the track limit.
-    conn.transaction(|conn| {
+    // Two sockets opening new tracks at once cannot both pass the track limit.
+    super::write_transaction(conn, session.as_str(), |conn| {
         let Some(row) = super::sessions::find(conn, session)? else {
             return Ok(Err(OpenRefusal::SessionNotFound));
         };

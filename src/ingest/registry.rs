@@ -64,6 +64,8 @@ pub struct Registry {
     connections: AtomicUsize,
     next_socket_id: AtomicU64,
     shutting_down: AtomicBool,
+    /// Several nodes (src/cluster.rs): set once at start with PostgreSQL.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// One open socket's place under `--max-connections`; given back when dropped.
@@ -100,6 +102,7 @@ impl Registry {
             connections: AtomicUsize::new(0),
             next_socket_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -136,6 +139,11 @@ impl Registry {
         format: AudioFormat,
         link: SocketLink,
     ) -> std::io::Result<Attachment> {
+        // Several nodes: this node becomes the track's one writer first (another node holding
+        // it syncs, closes its socket with 4001 and lets go). See src/cluster.rs.
+        if let Some(cluster) = self.cluster.get() {
+            cluster.acquire(&key).await?;
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         let (writer, heartbeat_ms) = {
             let mut sessions = self.lock();
@@ -248,6 +256,21 @@ impl Registry {
             !entry.tracks.is_empty()
                 || entry.heartbeat_ms.load(Ordering::Acquire) > entry.flushed_ms
         });
+    }
+
+    /// Joins the nodes of `cluster` (src/cluster.rs); once, at start.
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Syncs one live track and closes its socket for `reason` (another node takes it over).
+    pub async fn close_track(&self, key: &TrackKey, reason: CloseReason) {
+        let writer = self
+            .lock()
+            .get(&key.session)
+            .and_then(|entry| entry.tracks.get(&key.track))
+            .cloned();
+        close_writers(writer.into_iter().collect(), reason).await;
     }
 
     /// Syncs and finalizes every live track of a session and closes its sockets for `reason`.

@@ -12,6 +12,11 @@ use safetake::config::Config;
 use safetake::startup::Application;
 use serde_json::{json, Value};
 
+// Each test's own PostgreSQL database when the suites run against it (SAFETAKE_TEST_DATABASE_URL).
+#[allow(dead_code)]
+#[path = "../common/pg.rs"]
+pub mod pg;
+
 // The WebSocket client, shared with the process tests.
 #[allow(dead_code)] // each binary uses its own part of it
 #[path = "../common/ws.rs"]
@@ -23,6 +28,8 @@ pub struct TestApp {
     pub port: u16,
     pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// The test's own PostgreSQL database, when the suites run against it (dropped after).
+    pub database: Option<pg::TestDatabase>,
 }
 
 /// The app with test-friendly timings: quick syncs, no timeouts unless a test asks.
@@ -36,8 +43,21 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     config.sync_interval = Duration::from_millis(50);
     config.session_timeout = Duration::from_secs(3600);
     adjust(&mut config);
+    // Against PostgreSQL, a database of its own for the test, unless the test brought its own
+    // database or a data directory it prepared (with that directory's SQLite database in it).
+    let database = if config.database_url.is_none() && config.data_dir == data_dir.path() {
+        pg::TestDatabase::create()
+    } else {
+        None
+    };
+    if let Some(database) = &database {
+        config.database_url = Some(database.url.clone());
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let app = Application::build(config, listener).expect("app builds");
+    if let Some(database) = &database {
+        install_write_log(database);
+    }
     let port = app.port();
     tokio::spawn(app.run_until_stopped(false));
     TestApp {
@@ -45,10 +65,51 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         port,
         data_dir,
         http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+        database,
     }
 }
 
+/// PostgreSQL has no `PRAGMA data_version`: a trigger on every table logs each row the server
+/// writes, and a test sees a commit as a change of that log's size (written in the server's
+/// transaction, so seen at its commit, as SQLite's counter is).
+fn install_write_log(database: &pg::TestDatabase) {
+    use diesel::connection::SimpleConnection;
+    let mut sql = String::from(
+        "CREATE TABLE test_writes (n BIGSERIAL PRIMARY KEY); \
+         CREATE FUNCTION test_write() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN INSERT INTO test_writes DEFAULT VALUES; RETURN NULL; END $$;",
+    );
+    for table in ["sessions", "tracks", "segments", "marks", "invites"] {
+        sql.push_str(&format!(
+            "CREATE TRIGGER test_write AFTER INSERT OR UPDATE OR DELETE ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION test_write();"
+        ));
+    }
+    database
+        .connect()
+        .batch_execute(&sql)
+        .expect("the write log installs");
+}
+
 impl TestApp {
+    /// A second connection to the app's database, whichever backend it is.
+    pub fn db_connection(&self) -> safetake::db::DbConnection {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        match &self.database {
+            Some(database) => safetake::db::DbConnection::Postgres(database.connect()),
+            None => {
+                let path = self.data_dir.path().join("safetake.db");
+                let mut conn =
+                    diesel::SqliteConnection::establish(path.to_str().expect("a UTF-8 path"))
+                        .expect("a second connection to the test's database");
+                conn.batch_execute("PRAGMA busy_timeout = 5000;")
+                    .expect("busy timeout");
+                safetake::db::DbConnection::Sqlite(conn)
+            }
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -6,6 +6,7 @@ mod archive;
 #[path = "../common/audio.rs"]
 mod audio;
 mod closing;
+mod database;
 mod download;
 mod guests;
 mod helpers;

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel::sql_types::BigInt;
-use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel::{QueryableByName, RunQueryDsl};
+use safetake::db::DbConnection;
 
 use crate::helpers::{pcm, read_wav_data, spawn_app_with, TestApp, WAIT};
 
@@ -35,9 +35,10 @@ async fn a_silent_socket_is_closed_4408_and_its_session_becomes_incomplete() {
 }
 
 /// Watches the test's database from a second connection: SQLite's `PRAGMA data_version` changes
-/// whenever another connection has committed since this one last asked.
+/// whenever another connection has committed since this one last asked (on PostgreSQL, the
+/// size of the test's write log: see helpers::install_write_log).
 pub(crate) struct CommitProbe {
-    pub(crate) conn: SqliteConnection,
+    pub(crate) conn: DbConnection,
     last: i64,
 }
 
@@ -49,17 +50,17 @@ struct DataVersion {
 
 impl CommitProbe {
     pub(crate) fn open(app: &TestApp) -> CommitProbe {
-        let path = app.data_dir.path().join("safetake.db");
-        let mut conn = SqliteConnection::establish(path.to_str().expect("a UTF-8 path"))
-            .expect("a second connection to the test's database");
-        conn.batch_execute("PRAGMA busy_timeout = 5000;")
-            .expect("busy timeout");
+        let mut conn = app.db_connection();
         let last = Self::read(&mut conn);
         CommitProbe { conn, last }
     }
 
-    fn read(conn: &mut SqliteConnection) -> i64 {
-        diesel::sql_query("PRAGMA data_version")
+    fn read(conn: &mut DbConnection) -> i64 {
+        let query = match conn {
+            DbConnection::Sqlite(_) => "PRAGMA data_version",
+            DbConnection::Postgres(_) => "SELECT count(*) AS data_version FROM test_writes",
+        };
+        diesel::sql_query(query)
             .get_result::<DataVersion>(conn)
             .expect("PRAGMA data_version")
             .data_version

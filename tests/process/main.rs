@@ -5,6 +5,7 @@
 mod audio;
 mod crash;
 mod faults;
+mod nodes;
 mod ops;
 mod server;
 mod shutdown;

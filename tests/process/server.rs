@@ -9,6 +9,35 @@ use std::time::{Duration, Instant};
 pub use crate::audio::{pcm, read_wav_data};
 use serde_json::Value;
 
+// Against PostgreSQL (SAFETAKE_TEST_DATABASE_URL set): a database per data directory.
+#[allow(dead_code)]
+#[path = "../common/pg.rs"]
+pub mod pg;
+
+/// The databases of the data directories servers were started on, kept across restarts (a
+/// server killed and started again finds its sessions); each is dropped once its directory is
+/// gone (by the next start of any server), and the throwaway cluster takes the rest with it.
+static DATABASES: std::sync::Mutex<Vec<(PathBuf, pg::TestDatabase)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The PostgreSQL URL of a data directory's database when the suites run against PostgreSQL.
+pub fn database_url_for(data_dir: &Path) -> Option<String> {
+    if !pg::enabled() {
+        return None;
+    }
+    let mut databases = DATABASES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    databases.retain(|(dir, _)| dir.exists());
+    if let Some((_, database)) = databases.iter().find(|(dir, _)| dir == data_dir) {
+        return Some(database.url.clone());
+    }
+    let database = pg::TestDatabase::create()?;
+    let url = database.url.clone();
+    databases.push((data_dir.to_path_buf(), database));
+    Some(url)
+}
+
 // The WebSocket client, shared with the API tests.
 #[allow(dead_code)] // each binary uses its own part of it
 #[path = "../common/ws.rs"]
@@ -39,7 +68,13 @@ impl Server {
             .append(true)
             .open(data_dir.join("server.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_safetake"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_safetake"));
+        if !extra.contains(&"--database-url") {
+            if let Some(url) = database_url_for(data_dir) {
+                command.env("SAFETAKE_DATABASE_URL", url);
+            }
+        }
+        let child = command
             .args(["--bind", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)

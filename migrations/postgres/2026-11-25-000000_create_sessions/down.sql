@@ -1,0 +1,3 @@
+DROP TABLE segments;
+DROP TABLE tracks;
+DROP TABLE sessions;
