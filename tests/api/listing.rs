@@ -4,7 +4,6 @@
 
 use chrono::TimeDelta;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
 use safetake::db;
 use safetake::db::models::SessionRow;
 use safetake::domain::{SessionId, SessionStatus};
@@ -13,12 +12,6 @@ use serde_json::Value;
 use crate::helpers::*;
 
 const SEEDED: usize = 240;
-
-#[derive(QueryableByName)]
-struct IdRow {
-    #[diesel(sql_type = Text)]
-    id: String,
-}
 
 /// Sessions straight into the app's database, three at a time sharing one `created_at`, with
 /// mixed statuses, so the pages cut through ties.
@@ -56,18 +49,17 @@ fn offset_page(
     limit: i64,
     offset: i64,
 ) -> Vec<String> {
-    let filter = status.map_or(String::new(), |s| format!("WHERE status = '{s}'"));
-    let query = format!(
-        "SELECT id FROM sessions {filter} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-    );
-    diesel::sql_query(query)
-        .bind::<BigInt, _>(limit)
-        .bind::<BigInt, _>(offset)
-        .load::<IdRow>(conn)
+    use safetake::db::schema::sessions;
+    let mut query = sessions::table.select(sessions::id).into_boxed();
+    if let Some(status) = status {
+        query = query.filter(sessions::status.eq(status.to_string()));
+    }
+    query
+        .order((sessions::created_at.desc(), sessions::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .load::<String>(conn)
         .expect("the OFFSET query")
-        .into_iter()
-        .map(|row| row.id)
-        .collect()
 }
 
 fn ids(page: &Value) -> Vec<String> {
@@ -82,9 +74,7 @@ fn ids(page: &Value) -> Vec<String> {
 #[tokio::test]
 async fn deep_pages_with_and_without_a_filter_match_offset_paging() {
     let app = spawn_app().await;
-    let url = app.data_dir.path().join("safetake.db");
-    let pool = db::connect(&url.to_string_lossy()).expect("the app's database");
-    let mut conn = pool.get().expect("a connection");
+    let mut conn = app.db_connection();
     seed(&mut conn);
     for status in [None, Some("completed"), Some("incomplete"), Some("active")] {
         let total = match status {
