@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{SessionId, TrackName};
+use crate::ingest::registry::{BoxFuture, TrackClaims};
 use crate::ingest::{CloseReason, Registry, TrackKey};
 
 /// The NOTIFY channel every node listens on.
@@ -110,6 +111,12 @@ fn open_lock_connection(url: &str) -> Result<PgConnection, String> {
     ))
     .map_err(|e| e.to_string())?;
     Ok(conn)
+}
+
+impl TrackClaims for Cluster {
+    fn claim<'a>(&'a self, key: &'a TrackKey) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(self.acquire(key))
+    }
 }
 
 impl Cluster {

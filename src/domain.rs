@@ -169,6 +169,39 @@ pub fn format_timestamp(at: NaiveDateTime) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// An invite's id: a lower-case hyphenated UUID, as the server hands them out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InviteId(String);
+
+impl InviteId {
+    pub fn new_random() -> InviteId {
+        InviteId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    pub fn parse(text: &str) -> Option<InviteId> {
+        let canonical = uuid::Uuid::try_parse(text).ok()?.hyphenated().to_string();
+        (canonical == text).then_some(InviteId(canonical))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InviteId {
+    type Error = InvalidValue;
+
+    fn try_from(text: String) -> Result<InviteId, InvalidValue> {
+        InviteId::parse(&text).ok_or(InvalidValue::new("invite id", text))
+    }
+}
+
+impl fmt::Display for InviteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

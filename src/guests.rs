@@ -1,8 +1,6 @@
 //! Guests: invites (a token per guest, kept only as a hash, for one track of one session), who
 //! a request presenting one is, and the stop for everyone that waits until every track is done.
 
-use std::fmt;
-
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -10,7 +8,8 @@ use subtle::ConstantTimeEq;
 use crate::db::invites::CreateRefusal;
 use crate::db::models::{InviteRow, SessionRow};
 use crate::db::{self};
-use crate::domain::{self, InvalidValue, SessionId, SessionStatus, TrackName};
+pub use crate::domain::InviteId;
+use crate::domain::{self, SessionId, SessionStatus, TrackName};
 use crate::error::ApiError;
 use crate::lifecycle;
 use crate::state::AppState;
@@ -19,39 +18,6 @@ use crate::state::AppState;
 pub const MAX_NAME_CHARS: usize = 100;
 /// Random bytes in a token: 256 bits, well past the contract's 128.
 const TOKEN_BYTES: usize = 32;
-
-/// An invite's id: a lower-case hyphenated UUID, as the server hands them out.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct InviteId(String);
-
-impl InviteId {
-    pub fn new_random() -> InviteId {
-        InviteId(uuid::Uuid::new_v4().hyphenated().to_string())
-    }
-
-    pub fn parse(text: &str) -> Option<InviteId> {
-        let canonical = uuid::Uuid::try_parse(text).ok()?.hyphenated().to_string();
-        (canonical == text).then_some(InviteId(canonical))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for InviteId {
-    type Error = InvalidValue;
-
-    fn try_from(text: String) -> Result<InviteId, InvalidValue> {
-        InviteId::parse(&text).ok_or(InvalidValue::new("invite id", text))
-    }
-}
-
-impl fmt::Display for InviteId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A fresh token: random bytes from the operating system, as unpadded base64url (43 characters).
 fn new_token() -> Result<String, ApiError> {

@@ -189,12 +189,28 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
         cluster.announce_closed(std::slice::from_ref(id), CloseReason::Finished);
     }
     // Its sockets are closed: every mark they sent is stored before the finish answers.
-    if let Err(error) = crate::sweeper::flush_marks(state, id).await {
+    if let Err(error) = flush_marks(state, id).await {
         tracing::warn!(session = %id, %error, "marks not stored at finish; the next sweep retries");
     }
     state.registry.forget_backlogs(id);
     tracing::info!(session = %id, "session finished (completed)");
     Ok(row)
+}
+
+/// Writes a session's pending marks (a finish: nothing accepted is left to a later sweep).
+pub async fn flush_marks(state: &AppState, session: &SessionId) -> Result<(), ApiError> {
+    let marks = state.registry.unflushed_marks(Some(session));
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let marks = state
+        .write(move |conn| {
+            db::marks::insert_batch(conn, &marks)?;
+            Ok(marks)
+        })
+        .await?;
+    state.registry.marks_flushed(&marks);
+    Ok(())
 }
 
 pub async fn delete(state: &AppState, id: &SessionId) -> Result<(), ApiError> {

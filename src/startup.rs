@@ -62,7 +62,8 @@ impl Application {
             db::Target::Sqlite(_) => None,
         };
         repair_tracks_unless_held(&pool, &store, cluster.as_deref())?;
-        let commits = Committer::start(pool.clone()).map_err(StartError::Serve)?;
+        let commits = Committer::start(pool.clone(), crate::metrics::commit_batch)
+            .map_err(StartError::Serve)?;
         let registry = Registry::new(
             commits.clone(),
             store.clone(),
@@ -70,7 +71,7 @@ impl Application {
             config.max_connections,
         );
         if let Some(cluster) = &cluster {
-            registry.set_cluster(cluster.clone());
+            registry.set_claims(cluster.clone());
         }
         let port = listener.local_addr().map_err(StartError::Serve)?.port();
         let state = AppState {

@@ -38,22 +38,6 @@ pub async fn flush_heartbeats(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Writes a session's pending marks (a finish: nothing accepted is left to a later sweep).
-pub async fn flush_marks(state: &AppState, session: &SessionId) -> Result<(), ApiError> {
-    let marks = state.registry.unflushed_marks(Some(session));
-    if marks.is_empty() {
-        return Ok(());
-    }
-    let marks = state
-        .write(move |conn| {
-            db::marks::insert_batch(conn, &marks)?;
-            Ok(marks)
-        })
-        .await?;
-    state.registry.marks_flushed(&marks);
-    Ok(())
-}
-
 /// Times out every active session silent longer than `timeout`; returns their ids.
 pub async fn sweep(state: &AppState, timeout: Duration) -> Result<Vec<SessionId>, ApiError> {
     flush_heartbeats(state).await?;

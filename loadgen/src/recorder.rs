@@ -165,11 +165,9 @@ impl StreamOutcome {
     }
 }
 
-/// Connects, streams per `plan`, ends, and reports. Never panics on a server misbehaving.
+/// Connects over WebSocket, streams per `plan`, ends, and reports. Never panics on a server
+/// misbehaving. (The floor's raw TCP stream is `raw::run`.)
 pub async fn run(target: &Target, plan: StreamPlan, gauges: Arc<Gauges>) -> StreamOutcome {
-    if target.protocol == Protocol::Raw {
-        return crate::raw::run(target, plan, gauges).await;
-    }
     let started = Instant::now();
     let (ws, ready_offset) = match connect(target, &plan).await {
         Ok(connected) => connected,

@@ -328,7 +328,10 @@ async fn run_group(
             let (context, gauges, slot) = (context.clone(), gauges.clone(), schedule.slot(track));
             tokio::spawn(async move {
                 tokio::time::sleep_until(slot).await;
-                recorder::run(&context.target, plan, gauges).await
+                match context.target.protocol {
+                    Protocol::Raw => crate::raw::run(&context.target, plan, gauges).await,
+                    Protocol::Ws => recorder::run(&context.target, plan, gauges).await,
+                }
             })
         })
         .collect();

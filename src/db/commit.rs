@@ -30,12 +30,13 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committing thread; it ends when the last `Committer` is dropped.
-    pub fn start(pool: DbPool) -> std::io::Result<Committer> {
+    /// Starts the committing thread; it ends when the last `Committer` is dropped. `counted`
+    /// hears the size of each batch (for the metrics, which sit above the database).
+    pub fn start(pool: DbPool, counted: fn(usize)) -> std::io::Result<Committer> {
         let (jobs, waiting) = mpsc::channel();
         std::thread::Builder::new()
             .name("safetake-commit".into())
-            .spawn(move || commit_batches(&pool, &waiting))?;
+            .spawn(move || commit_batches(&pool, &waiting, counted))?;
         Ok(Committer { jobs })
     }
 
@@ -69,7 +70,7 @@ impl Committer {
     }
 }
 
-fn commit_batches(pool: &DbPool, waiting: &mpsc::Receiver<Job>) {
+fn commit_batches(pool: &DbPool, waiting: &mpsc::Receiver<Job>, counted: fn(usize)) {
     while let Ok(first) = waiting.recv() {
         let mut batch = vec![first];
         batch.extend(waiting.try_iter().take(MAX_BATCH - 1));
@@ -92,7 +93,7 @@ fn commit_batches(pool: &DbPool, waiting: &mpsc::Receiver<Job>) {
             deliveries.extend(jobs.filter_map(|job| job(Ok(conn))));
             diesel::QueryResult::Ok(())
         });
-        crate::metrics::commit_batch(deliveries.len());
+        counted(deliveries.len());
         let failed = committed
             .err()
             .map(|error| format!("the batch did not commit: {error}"));
@@ -130,7 +131,7 @@ mod tests {
     async fn a_failing_write_is_rolled_back_alone_and_the_rest_commit() {
         let dir = tempfile::tempdir().unwrap();
         let pool = crate::db::connect(dir.path().join("db.sqlite").to_str().unwrap()).unwrap();
-        let commits = Committer::start(pool.clone()).unwrap();
+        let commits = Committer::start(pool.clone(), |_| {}).unwrap();
         let taken = SessionId::new_random();
         let row = session(&taken);
         commits

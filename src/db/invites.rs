@@ -8,8 +8,8 @@ use diesel::prelude::*;
 use super::models::{InviteRow, SessionRow};
 use super::schema::{invites, sessions};
 use super::DbConnection;
+use crate::domain::InviteId;
 use crate::domain::{SessionId, SessionStatus, TrackName};
-use crate::guests::InviteId;
 
 /// Why an invite was not created.
 #[derive(Debug, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use diesel::deserialize::{self, FromStaticSqlRow};
 use diesel::Queryable;
 
 use crate::audio::{AudioFormat, SampleFormat};
+use crate::domain::InviteId;
 use crate::domain::{InvalidValue, SessionId, SessionStatus, TrackName};
-use crate::guests::InviteId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {

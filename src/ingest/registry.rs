@@ -15,8 +15,8 @@ use super::writer::{self, Control, SocketLink, TrackKey, TrackShared, WriterHand
 use crate::audio::{AudioFormat, TrackStore};
 use crate::db::commit::Committer;
 use crate::db::marks::Mark;
+use crate::domain::InviteId;
 use crate::domain::{self, SessionId, TrackName};
-use crate::guests::InviteId;
 
 #[derive(Default)]
 struct SessionEntry {
@@ -65,8 +65,18 @@ pub struct Registry {
     next_socket_id: AtomicU64,
     shutting_down: AtomicBool,
     /// Several nodes (src/cluster.rs): set once at start with PostgreSQL.
-    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    claims: std::sync::OnceLock<Arc<dyn TrackClaims>>,
 }
+
+/// Who else may write tracks: the other nodes on one database (src/cluster.rs implements it).
+/// Before a writer here takes a track, this node must hold it.
+pub trait TrackClaims: Send + Sync {
+    /// Makes this node the track's one writer (another node holding it syncs, closes its socket
+    /// with 4001 and lets go), or says why not.
+    fn claim<'a>(&'a self, key: &'a TrackKey) -> BoxFuture<'a, std::io::Result<()>>;
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// One open socket's place under `--max-connections`; given back when dropped.
 pub struct ConnectionPermit(Arc<Registry>);
@@ -102,7 +112,7 @@ impl Registry {
             connections: AtomicUsize::new(0),
             next_socket_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
-            cluster: std::sync::OnceLock::new(),
+            claims: std::sync::OnceLock::new(),
         })
     }
 
@@ -141,8 +151,8 @@ impl Registry {
     ) -> std::io::Result<Attachment> {
         // Several nodes: this node becomes the track's one writer first (another node holding
         // it syncs, closes its socket with 4001 and lets go). See src/cluster.rs.
-        if let Some(cluster) = self.cluster.get() {
-            cluster.acquire(&key).await?;
+        if let Some(claims) = self.claims.get() {
+            claims.claim(&key).await?;
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         let (writer, heartbeat_ms) = {
@@ -258,9 +268,9 @@ impl Registry {
         });
     }
 
-    /// Joins the nodes of `cluster` (src/cluster.rs); once, at start.
-    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
-        let _ = self.cluster.set(cluster);
+    /// Joins the other nodes (src/cluster.rs); once, at start.
+    pub fn set_claims(&self, claims: Arc<dyn TrackClaims>) {
+        let _ = self.claims.set(claims);
     }
 
     /// Syncs one live track and closes its socket for `reason` (another node takes it over).

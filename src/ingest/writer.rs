@@ -22,8 +22,8 @@ use super::storage;
 use crate::audio::{AudioFormat, TrackFile};
 use crate::db;
 use crate::db::commit::Committer;
+use crate::domain::InviteId;
 use crate::domain::{self, SessionId, TrackName};
-use crate::guests::InviteId;
 
 pub type SocketId = u64;
 
