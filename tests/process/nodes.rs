@@ -12,11 +12,14 @@ use serde_json::Value;
 use crate::server::pg::{self, CutProxy};
 use crate::server::{database_url_for, pcm, read_wav_data, Server, WsClient, WAIT};
 
-fn enabled() -> bool {
-    if !pg::enabled() {
-        eprintln!("skipped: needs PostgreSQL ({})", pg::TEST_DATABASE_URL);
-    }
-    pg::enabled()
+/// These tests need PostgreSQL: without it they fail, never pass unseen. tests/run-all.sh runs
+/// them in its PostgreSQL pass and leaves them out of the SQLite one (`--skip nodes::`).
+fn require_postgres() {
+    assert!(
+        pg::enabled(),
+        "needs PostgreSQL: set {} (tests/run-all.sh starts a throwaway cluster)",
+        pg::TEST_DATABASE_URL
+    );
 }
 
 const FRAME: usize = 960;
@@ -59,9 +62,7 @@ async fn track(server: &Server, id: &str, name: &str) -> Value {
 
 #[tokio::test]
 async fn attaching_on_node_b_takes_the_track_over_from_node_a_without_losing_a_byte() {
-    if !enabled() {
-        return;
-    }
+    require_postgres();
     let dir = tempfile::tempdir().unwrap();
     let args = ["--sync-interval", "100ms"];
     let a = Server::start(dir.path(), &args).await;
@@ -103,9 +104,7 @@ async fn attaching_on_node_b_takes_the_track_over_from_node_a_without_losing_a_b
 
 #[tokio::test]
 async fn a_node_killed_with_sigkill_lets_another_node_resume_within_five_seconds() {
-    if !enabled() {
-        return;
-    }
+    require_postgres();
     let dir = tempfile::tempdir().unwrap();
     let args = ["--sync-interval", "100ms"];
     let mut a = Server::start(dir.path(), &args).await;
@@ -166,9 +165,7 @@ async fn counter(server: &Server, series: &str) -> f64 {
 
 #[tokio::test]
 async fn both_nodes_sweep_and_each_silent_session_times_out_once() {
-    if !enabled() {
-        return;
-    }
+    require_postgres();
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--session-timeout",
@@ -231,9 +228,7 @@ async fn both_nodes_sweep_and_each_silent_session_times_out_once() {
 
 #[tokio::test]
 async fn the_database_going_away_and_back_under_twenty_streams_loses_nothing_acked() {
-    if !enabled() {
-        return;
-    }
+    require_postgres();
     let dir = tempfile::tempdir().unwrap();
     let database = database_url_for(dir.path()).expect("a test database");
     let proxy = CutProxy::to(pg::port_of(&database));
@@ -307,9 +302,7 @@ async fn the_database_going_away_and_back_under_twenty_streams_loses_nothing_ack
 
 #[tokio::test]
 async fn a_hung_node_loses_its_tracks_within_five_seconds() {
-    if !enabled() {
-        return;
-    }
+    require_postgres();
     let dir = tempfile::tempdir().unwrap();
     let args = ["--sync-interval", "100ms"];
     let a = Server::start(dir.path(), &args).await;
@@ -340,9 +333,7 @@ async fn a_hung_node_loses_its_tracks_within_five_seconds() {
 
 #[tokio::test]
 async fn finishing_on_node_b_closes_the_sockets_node_a_holds_with_1000() {
-    if !enabled() {
-        return;
-    }
+    require_postgres();
     let dir = tempfile::tempdir().unwrap();
     let args = ["--sync-interval", "100ms"];
     let a = Server::start(dir.path(), &args).await;
@@ -417,9 +408,7 @@ impl Drop for PrivateCluster {
 
 #[tokio::test]
 async fn a_postgres_restart_under_twenty_streams_loses_nothing_acked() {
-    if !enabled() {
-        return;
-    }
+    require_postgres();
     let cluster = PrivateCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let args = ["--database-url", &cluster.url, "--sync-interval", "100ms"];
