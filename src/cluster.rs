@@ -21,7 +21,7 @@ use diesel::{Connection, QueryableByName, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{SessionId, TrackName};
+use crate::domain::{InviteId, SessionId, TrackName};
 use crate::ingest::registry::{BoxFuture, TrackClaims};
 use crate::ingest::{CloseReason, Registry, TrackKey};
 
@@ -65,6 +65,11 @@ enum Event {
     /// Another node timed this session out (4408), finished it (1000) or deleted it (4403):
     /// its sockets here close for that reason, each track synced and finalized first.
     Closed(SessionId, CloseReason),
+    /// The host stopped the recording for everyone on another node: the sockets here hear
+    /// `stop`.
+    Stop(SessionId),
+    /// Another node revoked an invite: the socket here that it opened closes with 4403.
+    Revoked(SessionId, TrackName, InviteId),
     /// The lock connection was lost (the database restarted, or this node hung): every lock
     /// is gone; the thread has a new connection, and the live tracks must be locked again.
     Reconnected,
@@ -236,6 +241,19 @@ impl Cluster {
         }
     }
 
+    /// Tells every other node that the host stopped this session for everyone.
+    pub fn announce_stop(&self, session: &SessionId) {
+        self.send(Command::Notify(format!("stop\t{}\t{session}", self.node)));
+    }
+
+    /// Tells every other node that this invite (of `track`) was revoked.
+    pub fn announce_revoked(&self, session: &SessionId, track: &TrackName, invite: &InviteId) {
+        self.send(Command::Notify(format!(
+            "revoked\t{}\t{session}\t{track}\t{invite}",
+            self.node
+        )));
+    }
+
     /// The node's side of the protocol, until the server stops: lets go of tracks other nodes
     /// ask for, closes sockets of sessions other nodes timed out, unlocks idle tracks, and
     /// locks the live tracks again after the lock connection came back.
@@ -258,6 +276,10 @@ impl Cluster {
                     Some(Event::Release { .. }) => {}
                     Some(Event::Closed(session, reason)) => {
                         registry.close_session(&session, reason).await;
+                    }
+                    Some(Event::Stop(session)) => registry.tell_stop(&session),
+                    Some(Event::Revoked(session, track, invite)) => {
+                        registry.close_invite(&session, &track, &invite).await;
                     }
                     Some(Event::Reconnected) => self.relock(&registry).await,
                     None => return,
@@ -438,6 +460,13 @@ fn parse_event(payload: &str, node: &str) -> Option<Event> {
                 _ => return None,
             };
             Some(Event::Closed(session, reason))
+        }
+        "stop" => Some(Event::Stop(SessionId::parse(fields.next()?)?)),
+        "revoked" => {
+            let session = SessionId::parse(fields.next()?)?;
+            let track = TrackName::parse(fields.next()?)?;
+            let invite = InviteId::parse(fields.next()?)?;
+            Some(Event::Revoked(session, track, invite))
         }
         _ => None,
     }

@@ -157,6 +157,10 @@ pub async fn revoke_invite(
         .registry
         .close_invite(session, &revoked.track, invite)
         .await;
+    // Several nodes (src/cluster.rs): the guest's socket may be on another one.
+    if let Some(cluster) = &state.cluster {
+        cluster.announce_revoked(session, &revoked.track, invite);
+    }
     tracing::info!(session = %session, invite = %invite, track = %revoked.track, "invite revoked");
     // A revoked guest sends nothing more: a stop for everyone no longer waits for that track.
     let (key, track) = (session.clone(), revoked.track.clone());
@@ -177,6 +181,9 @@ pub async fn stop(state: &AppState, session: &SessionId) -> Result<SessionRow, A
     let row = lifecycle::refused_as_error(outcome)?;
     tracing::info!(session = %session, "stop for everyone requested");
     state.registry.tell_stop(session);
+    if let Some(cluster) = &state.cluster {
+        cluster.announce_stop(session);
+    }
     Ok(finish_if_all_done(state, session).await?.unwrap_or(row))
 }
 

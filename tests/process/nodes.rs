@@ -406,6 +406,71 @@ impl Drop for PrivateCluster {
     }
 }
 
+/// A guest records on node A; the host, on node B, stops the recording for everyone and then
+/// revokes the guest's invite: the guest's socket on A hears `stop`, then closes with 4403,
+/// and what it sent is stored.
+#[tokio::test]
+async fn a_stop_and_a_revoke_on_node_b_reach_the_guests_socket_on_node_a() {
+    require_postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--sync-interval", "100ms"];
+    let a = Server::start(dir.path(), &args).await;
+    let b = Server::start(dir.path(), &args).await;
+    let id = a.create_session().await;
+    let invite: Value = b
+        .http
+        .post(b.url(&format!("/api/session/{id}/invites")))
+        .json(&serde_json::json!({"track": "sam", "name": "Sam"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", invite["token"].as_str().expect("a token"));
+    let (mut guest, _) =
+        WsClient::connect(&a.ws_url(&id, "track=sam"), &[("authorization", &bearer)])
+            .await
+            .unwrap_or_else(|(status, body)| panic!("guest refused on A {status}: {body}"));
+    let audio = pcm(66, 20_000);
+    send(&mut guest, &audio, 0, audio.len()).await;
+    assert_eq!(guest.flush(audio.len() as u64).await, audio.len() as u64);
+
+    let stopped = b
+        .http
+        .post(b.url(&format!("/api/session/{id}/stop")))
+        .send()
+        .await
+        .unwrap();
+    // 202: the session waits for the guest's track.
+    assert_eq!(stopped.status(), 202);
+    let heard = tokio::time::timeout(WAIT, async {
+        loop {
+            match guest.next_json().await {
+                Some(message) if message["type"] == "ack" => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("a message within the wait");
+    assert_eq!(heard.expect("stop, not a close")["type"], "stop");
+
+    let invite_id = invite["id"].as_str().expect("an invite id");
+    let revoked = b
+        .http
+        .delete(b.url(&format!("/api/session/{id}/invites/{invite_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let closed = tokio::time::timeout(WAIT, guest.expect_close())
+        .await
+        .expect("closed in time");
+    assert_eq!(closed.code, 4403, "{:?}", closed.messages);
+    assert_eq!(read_wav_data(&a.track_path(&id, "sam")), audio);
+}
+
 #[tokio::test]
 async fn a_postgres_restart_under_twenty_streams_loses_nothing_acked() {
     require_postgres();
