@@ -262,7 +262,7 @@ pub struct WriterSetup {
     pub sync_interval: Duration,
 }
 
-/// What a storage job hands back: the file, and the offset synced (a write changes nothing).
+/// What a storage job hands back: the file, and the offset synced (a write leaves it as it was).
 type JobDone = (TrackFile, io::Result<u64>);
 
 /// The track's one storage job in flight.
@@ -550,15 +550,11 @@ impl Writer {
             return;
         }
         self.flush_targets.push_back(written);
-        if self.job.is_none() {
-            self.start_sync();
-        }
+        self.start_sync();
     }
 
     fn on_tick(&mut self) -> io::Result<()> {
-        if self.job.is_none() {
-            self.start_sync();
-        }
+        self.start_sync();
         Ok(())
     }
 
@@ -566,52 +562,42 @@ impl Writer {
     /// synced, so not acked), unless a job runs. The buffer is freed there: a track holds about
     /// one batch in memory.
     fn start_write(&mut self) {
-        if self.job.is_some() {
-            return;
+        if self.job.is_none() && lock(&self.intake).pending.len() >= WRITE_BATCH {
+            self.start_job(false);
         }
-        let buffer = {
-            let mut intake = lock(&self.intake);
-            if intake.pending.len() < WRITE_BATCH {
-                return;
-            }
-            intake.take()
-        };
-        let Some(mut file) = self.file.take() else {
-            return;
-        };
-        crate::metrics::bytes_received(buffer.len());
-        self.handed += buffer.len() as u64;
-        let done = storage::run(move || {
-            let result = buffer
-                .chunks
-                .iter()
-                .try_for_each(|chunk| file.append(chunk));
-            let result = result.map(|()| 0);
-            (file, result)
-        });
-        self.job = Some(Job { done, syncs: false });
     }
 
     /// Hands what the intake holds to a storage thread that writes it, rewrites the header and
     /// fdatasyncs, unless a job runs or nothing is unsynced.
     fn start_sync(&mut self) {
-        if self.job.is_some() {
-            return;
+        if self.job.is_none()
+            && (self.handed > self.synced || !lock(&self.intake).pending.is_empty())
+        {
+            self.start_job(true);
         }
-        let buffer = lock(&self.intake).take();
-        if buffer.is_empty() && self.handed == self.synced {
-            return;
-        }
+    }
+
+    /// The one way audio leaves the intake: all of it goes with the file to a storage thread,
+    /// which writes it and, for a sync, rewrites the header and fdatasyncs.
+    fn start_job(&mut self, syncs: bool) {
+        // The file is here whenever no job runs; taken first, so no audio leaves the intake
+        // without it.
         let Some(mut file) = self.file.take() else {
             return;
         };
+        let buffer = lock(&self.intake).take();
         crate::metrics::bytes_received(buffer.len());
         self.handed += buffer.len() as u64;
         let done = storage::run(move || {
-            let result = crate::metrics::timed_sync(|| file.append_and_sync(&buffer.chunks));
+            let result = if syncs {
+                crate::metrics::timed_sync(|| file.append_and_sync(&buffer.chunks))
+            } else {
+                let written = buffer.chunks.iter().try_for_each(|c| file.append(c));
+                written.map(|()| file.synced())
+            };
             (file, result)
         });
-        self.job = Some(Job { done, syncs: true });
+        self.job = Some(Job { done, syncs });
     }
 
     fn on_job_done(
