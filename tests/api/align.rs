@@ -352,13 +352,7 @@ async fn a_session_without_marks_aligns_by_its_segments_started_at() {
             guest,
         ),
     ]);
-    let response = app
-        .http
-        .post(app.url("/api/sessions/import"))
-        .body(zip)
-        .send()
-        .await
-        .unwrap();
+    let response = app.import(zip).await;
     assert_eq!(response.status(), 201);
     let id = response.json::<Value>().await.unwrap()["id"]
         .as_str()

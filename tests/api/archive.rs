@@ -128,13 +128,7 @@ async fn import_of_an_export_restores_tracks_and_segments_byte_for_byte() {
     let app = spawn_app().await;
     let id = recorded_session(&app).await;
     let zip = export(&app, &id).await;
-    let response = app
-        .http
-        .post(app.url("/api/sessions/import"))
-        .body(zip)
-        .send()
-        .await
-        .unwrap();
+    let response = app.import(zip).await;
     assert_eq!(response.status(), 201);
     let imported: Value = response.json().await.unwrap();
     let new_id = imported["id"].as_str().unwrap().to_string();
@@ -291,13 +285,7 @@ async fn hostile_archives_are_refused_and_nothing_is_created() {
     let sessions_dir = app.data_dir.path().join("sessions");
     let dirs_before = std::fs::read_dir(&sessions_dir).unwrap().count();
     for (what, body) in cases {
-        let response = app
-            .http
-            .post(app.url("/api/sessions/import"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.import(body).await;
         assert_eq!(response.status(), 400, "{what}");
         assert_error(response, 400, "invalid_archive").await;
         assert_eq!(

@@ -133,6 +133,16 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `POST /api/sessions/import` with `zip` as the body.
+    pub async fn import(&self, zip: Vec<u8>) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/sessions/import"))
+            .body(zip)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")
     }

@@ -152,15 +152,6 @@ fn archive_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     crate::archive::archive_of(&borrowed)
 }
 
-async fn import(app: &TestApp, body: Vec<u8>) -> reqwest::Response {
-    app.http
-        .post(app.url("/api/sessions/import"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn export_carries_the_marks_and_import_restores_them_and_refuses_bad_ones() {
     let app = spawn_app_with(|config| config.sweep_interval = Duration::from_secs(3600)).await;
@@ -183,7 +174,7 @@ async fn export_carries_the_marks_and_import_restores_them_and_refuses_bad_ones(
     let manifest: Value = serde_json::from_slice(&files[manifest_at].1).unwrap();
     assert_eq!(manifest["tracks"][0]["marks"], expected);
 
-    let imported = import(&app, archive_of(&files)).await;
+    let imported = app.import(archive_of(&files)).await;
     assert_eq!(imported.status(), 201);
     let new_id = imported.json::<Value>().await.unwrap()["id"]
         .as_str()
@@ -209,7 +200,7 @@ async fn export_carries_the_marks_and_import_restores_them_and_refuses_bad_ones(
         hostile["tracks"][0]["marks"] = marks;
         let mut files = files.clone();
         files[manifest_at].1 = serde_json::to_vec(&hostile).unwrap();
-        let response = import(&app, archive_of(&files)).await;
+        let response = app.import(archive_of(&files)).await;
         assert_eq!(response.status(), 400, "{what}");
         assert_error(response, 400, "invalid_archive").await;
         assert_eq!(

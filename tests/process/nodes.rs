@@ -42,6 +42,16 @@ fn last_ack(messages: &[Value]) -> Option<u64> {
         .max()
 }
 
+/// Two nodes on one database and one data directory, syncing every 100 ms. The servers go
+/// before the directory (bindings drop in reverse order).
+async fn two_nodes() -> (tempfile::TempDir, Server, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--sync-interval", "100ms"];
+    let a = Server::start(dir.path(), &args).await;
+    let b = Server::start(dir.path(), &args).await;
+    (dir, a, b)
+}
+
 async fn finish(server: &Server, id: &str) {
     let response = server
         .http
@@ -63,10 +73,7 @@ async fn track(server: &Server, id: &str, name: &str) -> Value {
 #[tokio::test]
 async fn attaching_on_node_b_takes_the_track_over_from_node_a_without_losing_a_byte() {
     require_postgres();
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--sync-interval", "100ms"];
-    let a = Server::start(dir.path(), &args).await;
-    let b = Server::start(dir.path(), &args).await;
+    let (_dir, a, b) = two_nodes().await;
     let id = a.create_session().await;
     // Sessions are visible from every node at once.
     assert_eq!(
@@ -105,10 +112,7 @@ async fn attaching_on_node_b_takes_the_track_over_from_node_a_without_losing_a_b
 #[tokio::test]
 async fn a_node_killed_with_sigkill_lets_another_node_resume_within_five_seconds() {
     require_postgres();
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--sync-interval", "100ms"];
-    let mut a = Server::start(dir.path(), &args).await;
-    let b = Server::start(dir.path(), &args).await;
+    let (_dir, mut a, b) = two_nodes().await;
     let id = b.create_session().await;
     let audio = pcm(61, 200_000);
     let (mut on_a, _) = WsClient::open(&a.ws_url(&id, "track=mic")).await;
@@ -303,10 +307,7 @@ async fn the_database_going_away_and_back_under_twenty_streams_loses_nothing_ack
 #[tokio::test]
 async fn a_hung_node_loses_its_tracks_within_five_seconds() {
     require_postgres();
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--sync-interval", "100ms"];
-    let a = Server::start(dir.path(), &args).await;
-    let b = Server::start(dir.path(), &args).await;
+    let (_dir, a, b) = two_nodes().await;
     let id = a.create_session().await;
     let audio = pcm(64, 100_000);
     let (mut on_a, _) = WsClient::open(&a.ws_url(&id, "track=mic")).await;
@@ -334,10 +335,7 @@ async fn a_hung_node_loses_its_tracks_within_five_seconds() {
 #[tokio::test]
 async fn finishing_on_node_b_closes_the_sockets_node_a_holds_with_1000() {
     require_postgres();
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--sync-interval", "100ms"];
-    let a = Server::start(dir.path(), &args).await;
-    let b = Server::start(dir.path(), &args).await;
+    let (_dir, a, b) = two_nodes().await;
     let id = a.create_session().await;
     let audio = pcm(65, 40_000);
     let (mut on_a, _) = WsClient::open(&a.ws_url(&id, "track=mic")).await;
@@ -412,10 +410,7 @@ impl Drop for PrivateCluster {
 #[tokio::test]
 async fn a_stop_and_a_revoke_on_node_b_reach_the_guests_socket_on_node_a() {
     require_postgres();
-    let dir = tempfile::tempdir().unwrap();
-    let args = ["--sync-interval", "100ms"];
-    let a = Server::start(dir.path(), &args).await;
-    let b = Server::start(dir.path(), &args).await;
+    let (_dir, a, b) = two_nodes().await;
     let id = a.create_session().await;
     let invite: Value = b
         .http
