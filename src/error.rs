@@ -63,8 +63,6 @@ pub enum ApiError {
     Storage(String),
     #[error("{0}")]
     InvalidArchive(String),
-    #[error("{0}")]
-    NotImplemented(String),
 }
 
 impl ApiError {
@@ -96,7 +94,6 @@ impl ApiError {
             ApiError::StoredData(_) => "stored_data_invalid",
             ApiError::Storage(_) => "storage_failed",
             ApiError::InvalidArchive(_) => "invalid_archive",
-            ApiError::NotImplemented(_) => "not_implemented",
         }
     }
 
@@ -118,7 +115,6 @@ impl ResponseError for ApiError {
             | ApiError::InvalidTrack(_)
             | ApiError::InvalidFormat(_)
             | ApiError::InvalidArchive(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::InvalidTransition(_)
             | ApiError::SessionActive(_)
             | ApiError::SessionCompleted(_)

@@ -1,5 +1,5 @@
 //! `GET /api/session/{id}/ws`: the upgrade (every refusal happens before it) and the socket
-//! loop, which decodes frames at the edge and passes them to the track's writer in order.
+//! loop, which decodes frames at the edge and appends them, in order, to the track's intake.
 
 use std::any::Any;
 use std::future::Future;
@@ -495,9 +495,9 @@ impl Socket {
         }
     }
 
-    /// Hands a message to the writer. A writer that stopped has always said why first (a gap,
-    /// a full track, a failure): that reason, not "the writer stopped", is what the client hears,
-    /// after every ack queued before it.
+    /// Hands a message to the writer. A writer that stopped has always said why first (storage
+    /// failed): that reason, not "the writer stopped", is what the client hears, after every ack
+    /// queued before it.
     async fn to_writer(
         &self,
         session: &mut actix_ws::Session,
