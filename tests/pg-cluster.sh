@@ -30,7 +30,9 @@ pg_install() {
 pg_free_port() {
     local port
     for _ in $(seq 1 50); do
-        port=$(( 20000 + RANDOM % 20000 ))
+        # Below the kernel's ephemeral range (32768-60999 here), which bind(0) and outgoing
+        # connections draw from: no test server or client can take it in the meantime.
+        port=$(( 20000 + RANDOM % 12000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::server::{pcm, read_wav_data, Server, WsClient, WAIT};
+use crate::server::{free_port, pcm, read_wav_data, Server, WsClient, WAIT};
 
 /// A server started by hand (its own working directory, its own flags), killed on drop.
 pub struct Spawned {
@@ -21,14 +21,6 @@ impl Drop for Spawned {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `binary` in `cwd` with `args` (plus `--bind`), waits (bounded) for `/healthz`.

@@ -51,7 +51,7 @@ pub struct Server {
     pub http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -59,15 +59,33 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// How many times a start is tried again when the free port was taken before the server bound
+/// it (another test's outgoing connection can take it in that moment).
+const BIND_ATTEMPTS: usize = 3;
+
 impl Server {
     /// Starts the binary and waits (bounded) until `/healthz` answers.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        for _ in 1..BIND_ATTEMPTS {
+            if let Some(server) = Server::try_start(data_dir, extra, false).await {
+                return server;
+            }
+        }
+        Server::try_start(data_dir, extra, true)
+            .await
+            .expect("the last attempt panics instead")
+    }
+
+    /// One start; `None` when the port was taken and `last` is not set.
+    async fn try_start(data_dir: &Path, extra: &[&str], last: bool) -> Option<Server> {
         let port = free_port();
+        let log_path = data_dir.join("server.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data_dir.join("server.log"))
+            .open(&log_path)
             .unwrap();
+        let logged_before = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
         let mut command = Command::new(env!("CARGO_BIN_EXE_safetake"));
         if !extra.contains(&"--database-url") {
             if let Some(url) = database_url_for(data_dir) {
@@ -87,7 +105,7 @@ impl Server {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("the server binary starts");
-        let server = Server {
+        let mut server = Server {
             child: Some(child),
             port,
             data_dir: data_dir.to_path_buf(),
@@ -97,14 +115,27 @@ impl Server {
         loop {
             if let Ok(response) = server.http.get(server.url("/healthz")).send().await {
                 if response.status() == 200 {
-                    return server;
+                    return Some(server);
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not come up; see {}",
-                data_dir.join("server.log").display()
-            );
+            let exited = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let this_start = log.get(logged_before..).unwrap_or_default();
+                if exited.is_some() && this_start.contains("--bind") && !last {
+                    return None;
+                }
+                // The log goes with the temporary directory: the failure says what it held.
+                let skip = this_start.lines().count().saturating_sub(40);
+                let tail: Vec<&str> = this_start.lines().skip(skip).collect();
+                panic!(
+                    "server did not come up on port {port} (exit: {exited:?}); its log ends:\n{}",
+                    tail.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
