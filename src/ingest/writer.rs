@@ -1,16 +1,17 @@
 //! The track writer: one task per live track owns its file. The socket holding the track appends
 //! each frame to the track's [`Intake`] itself, with no message and no wake per frame. Each
-//! [`WRITE_BATCH`] that piles up goes to a storage thread that writes it to the file (the page
-//! cache), so a track holds little audio in memory; at least every sync interval the writer
-//! hands the rest to a storage thread that writes it, rewrites the header and fdatasyncs; only
-//! then does it ack. One storage job at a time per track, so bytes reach the file in order and
+//! [`WRITE_BATCH`] that piles up the socket hands to a storage thread that writes it to the file
+//! (the page cache), so a track holds little audio in memory and the writer is not woken; at
+//! least every sync interval the writer hands the rest to a storage thread that writes it,
+//! rewrites the header and fdatasyncs; only then does it ack. Every storage job takes the audio
+//! from the intake while it holds the file, so bytes reach the file in the order they came, and
 //! the header never runs ahead of the data.
 
 use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -39,9 +40,9 @@ pub struct TrackKey {
 pub type Retire = Box<dyn Fn(&dyn Fn() -> bool) -> bool + Send + Sync>;
 
 /// Audio that goes to the file (unsynced) as soon as it has piled up, so what a live track
-/// holds in memory does not grow with the sync interval or the format. A third of a second of
-/// 48 kHz mono s16; a write costs a trip to a storage thread, so smaller batches cost CPU.
-pub const WRITE_BATCH: usize = 64 * 1024;
+/// holds in memory does not grow with the sync interval or the format. A sixth of a second of
+/// 48 kHz mono s16; each batch costs a wake of a storage thread, so smaller ones cost CPU.
+pub const WRITE_BATCH: usize = 16 * 1024;
 
 /// Past this much buffered audio (a storage job is slow, or the client sends faster than real
 /// time) a sync starts before the interval is up, and the socket waits for it.
@@ -72,8 +73,6 @@ pub struct SocketLink {
 /// before any message sent after them).
 #[derive(Debug)]
 pub enum SocketMsg {
-    /// The intake holds a [`WRITE_BATCH`]: write it to the file.
-    Batch,
     /// The intake holds [`EARLY_SYNC_BYTES`]: sync now; the reply comes once the sync has
     /// started, and the socket reads nothing more until then (backpressure).
     Full {
@@ -151,7 +150,7 @@ impl Intake {
 
 /// Pending audio is kept in chunks this large, allocated as they fill: a track's memory follows
 /// what it holds, not the most a sync interval could bring.
-const CHUNK: usize = 16 * 1024;
+const CHUNK: usize = 4 * 1024;
 
 /// Audio waiting for a storage job, in order.
 #[derive(Debug, Default)]
@@ -178,10 +177,6 @@ impl Chunks {
     fn len(&self) -> usize {
         self.len
     }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 /// What became of a frame handed to [`WriterHandle::append`].
@@ -189,7 +184,8 @@ impl Chunks {
 pub enum Appended {
     /// Taken (or all of it was stored already).
     Taken,
-    /// Taken, and a [`WRITE_BATCH`] waits: the socket tells the writer (once per batch).
+    /// Taken, and a [`WRITE_BATCH`] waits: the socket calls [`WriterHandle::write_batch`]
+    /// (once per batch).
     Batch,
     /// Taken, and [`EARLY_SYNC_BYTES`] wait: the socket waits for the writer to take them.
     MustWait,
@@ -208,6 +204,64 @@ pub struct WriterHandle {
     pub control_tx: mpsc::UnboundedSender<Control>,
     pub shared: Arc<TrackShared>,
     intake: Arc<Mutex<Intake>>,
+    file: FileSlot,
+}
+
+/// The track's file, shared by the storage jobs that write to it: `None` until the writer has
+/// opened it and once it let go, so no job writes to a file another writer may be repairing.
+type FileSlot = Arc<Mutex<Option<OpenFile>>>;
+
+#[derive(Debug)]
+struct OpenFile {
+    file: TrackFile,
+    /// A batch could not be written: nothing more is, and the next sync fails with this (the
+    /// bytes after it would otherwise land where the lost ones belong).
+    failed: Option<io::Error>,
+}
+
+/// A storage job's one way to take audio from the intake: while it holds the file.
+fn take_pending(open: &mut OpenFile, intake: &Mutex<Intake>) -> Chunks {
+    let pending = lock(intake).take();
+    crate::metrics::bytes_received(pending.len());
+    if open.failed.is_some() {
+        return Chunks::default();
+    }
+    pending
+}
+
+/// A storage job: writes what the intake holds to the file (the page cache), unsynced.
+fn write_pending(slot: &Mutex<Option<OpenFile>>, intake: &Mutex<Intake>) {
+    let mut slot = match slot.try_lock() {
+        Ok(slot) => slot,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        // A sync holds the file: this thread does not wait for its fdatasync. The audio goes
+        // with the next batch the socket hands over, or the next sync.
+        Err(TryLockError::WouldBlock) => {
+            lock(intake).batch_told = false;
+            return;
+        }
+    };
+    let Some(open) = slot.as_mut() else {
+        return;
+    };
+    let pending = take_pending(open, intake);
+    if let Err(error) = open.file.append(&pending.chunks) {
+        open.failed = Some(error);
+    }
+}
+
+/// A storage job: writes what the intake holds, rewrites the header and fdatasyncs; answers the
+/// offset synced.
+fn sync_pending(slot: &Mutex<Option<OpenFile>>, intake: &Mutex<Intake>) -> io::Result<u64> {
+    let mut slot = lock(slot);
+    let open = slot
+        .as_mut()
+        .ok_or_else(|| io::Error::other("the track's file is closed"))?;
+    let pending = take_pending(open, intake);
+    if let Some(error) = open.failed.take() {
+        return Err(error);
+    }
+    crate::metrics::timed_sync(|| open.file.append_and_sync(&pending.chunks))
 }
 
 impl WriterHandle {
@@ -245,11 +299,18 @@ impl WriterHandle {
             Appended::Taken
         }
     }
+
+    /// After [`Appended::Batch`]: a storage thread writes the batch to the file, unsynced. Nobody
+    /// waits for it; a write that fails fails the next sync, so nothing after it is acked.
+    pub fn write_batch(&self) {
+        let (file, intake) = (self.file.clone(), self.intake.clone());
+        storage::write(move || write_pending(&file, &intake));
+    }
 }
 
-fn lock(intake: &Mutex<Intake>) -> MutexGuard<'_, Intake> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data: a panic elsewhere while holding it leaves nothing half-done worth refusing.
-    intake
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -262,25 +323,20 @@ pub struct WriterSetup {
     pub sync_interval: Duration,
 }
 
-/// What a storage job hands back: the file, and the offset synced (a write leaves it as it was).
-type JobDone = (TrackFile, io::Result<u64>);
+/// The offset the sync synced.
+type JobDone = io::Result<u64>;
 
-/// The track's one storage job in flight.
+/// The track's one sync in flight.
 struct Job {
     done: oneshot::Receiver<JobDone>,
-    /// A sync (header and fdatasync), not just a write.
-    syncs: bool,
 }
 
 struct Writer {
     setup: WriterSetup,
     shared: Arc<TrackShared>,
     intake: Arc<Mutex<Intake>>,
-    /// `None` only while a storage job holds it.
-    file: Option<TrackFile>,
+    file: FileSlot,
     job: Option<Job>,
-    /// Bytes handed to storage jobs: in the file, synced or not.
-    handed: u64,
     synced: u64,
     /// The socket holding the track; the intake's `owner` names the same one.
     current: Option<SocketLink>,
@@ -304,13 +360,17 @@ pub fn spawn(setup: WriterSetup, retire: Retire) -> WriterHandle {
         max_data: 0,
         batch_told: false,
     }));
+    let file = FileSlot::default();
     let handle = WriterHandle {
         socket_tx,
         control_tx,
         shared: shared.clone(),
         intake: intake.clone(),
+        file: file.clone(),
     };
-    tokio::spawn(run(setup, shared, intake, retire, socket_rx, control_rx));
+    tokio::spawn(run(
+        setup, shared, intake, file, retire, socket_rx, control_rx,
+    ));
     handle
 }
 
@@ -318,12 +378,13 @@ async fn run(
     setup: WriterSetup,
     shared: Arc<TrackShared>,
     intake: Arc<Mutex<Intake>>,
+    file: FileSlot,
     retire: Retire,
     mut socket_rx: mpsc::Receiver<SocketMsg>,
     mut control_rx: mpsc::UnboundedReceiver<Control>,
 ) {
     let key = setup.key.clone();
-    let mut writer = match Writer::open(setup, shared.clone(), intake).await {
+    let mut writer = match Writer::open(setup, shared.clone(), intake, file).await {
         Ok(writer) => writer,
         Err(error) => {
             tracing::error!(session = %key.session, track = %key.track, %error, "cannot open track file");
@@ -343,8 +404,8 @@ async fn run(
                 None => break,
             },
             done = wait_job(&mut writer.job) => {
-                let syncs = writer.job.take().is_some_and(|job| job.syncs);
-                writer.on_job_done(done, syncs)
+                writer.job = None;
+                writer.on_job_done(done)
             }
             msg = socket_rx.recv() => match msg {
                 Some(msg) => writer.on_socket(msg).await,
@@ -353,7 +414,7 @@ async fn run(
             _ = tick.tick() => writer.on_tick(),
         };
         if let Err(error) = step {
-            writer.fail(error);
+            writer.fail(error).await;
             retire(&|| true);
             refuse_attaches(
                 &mut control_rx,
@@ -365,6 +426,10 @@ async fn run(
             break;
         }
     }
+    // Idle: every byte is synced, so no batch job has anything to write. The file closes on a
+    // storage thread, where a job may still hold it for a moment.
+    let file = writer.file.clone();
+    drop(storage::run(move || drop(lock(&file).take())));
     writer.shared.connected.store(false, Ordering::Release);
     tracing::debug!(session = %key.session, track = %key.track, "writer stopped");
 }
@@ -403,6 +468,7 @@ impl Writer {
         setup: WriterSetup,
         shared: Arc<TrackShared>,
         intake: Arc<Mutex<Intake>>,
+        slot: FileSlot,
     ) -> io::Result<Writer> {
         let path = setup.path.clone();
         let format = setup.format;
@@ -418,13 +484,14 @@ impl Writer {
             intake.written = synced;
             intake.max_data = file.max_data_bytes();
         }
+        // No job can hold the slot yet: no socket holds the track.
+        *lock(&slot) = Some(OpenFile { file, failed: None });
         Ok(Writer {
             setup,
             shared,
             intake,
-            file: Some(file),
+            file: slot,
             job: None,
-            handed: synced,
             synced,
             current: None,
             flush_targets: VecDeque::new(),
@@ -433,10 +500,7 @@ impl Writer {
     }
 
     fn is_idle(&self) -> bool {
-        self.current.is_none()
-            && self.job.is_none()
-            && self.handed == self.synced
-            && lock(&self.intake).pending.is_empty()
+        self.current.is_none() && self.job.is_none() && lock(&self.intake).written == self.synced
     }
 
     /// Names the socket whose frames the intake takes (none: it takes nothing).
@@ -511,7 +575,6 @@ impl Writer {
 
     async fn on_socket(&mut self, msg: SocketMsg) -> io::Result<()> {
         match msg {
-            SocketMsg::Batch => self.start_write(),
             SocketMsg::Full { socket, reply } if self.is_current(socket) => {
                 // Never more than one sync's worth waits while another runs.
                 self.finish_job().await?;
@@ -558,66 +621,23 @@ impl Writer {
         Ok(())
     }
 
-    /// Hands a batch the intake holds to a storage thread that writes it to the file (not
-    /// synced, so not acked), unless a job runs. The buffer is freed there: a track holds about
-    /// one batch in memory.
-    fn start_write(&mut self) {
-        if self.job.is_none() && lock(&self.intake).pending.len() >= WRITE_BATCH {
-            self.start_job(false);
-        }
-    }
-
     /// Hands what the intake holds to a storage thread that writes it, rewrites the header and
-    /// fdatasyncs, unless a job runs or nothing is unsynced.
+    /// fdatasyncs, unless a sync runs or nothing is unsynced.
     fn start_sync(&mut self) {
-        if self.job.is_none()
-            && (self.handed > self.synced || !lock(&self.intake).pending.is_empty())
-        {
-            self.start_job(true);
+        if self.job.is_none() && lock(&self.intake).written > self.synced {
+            let (file, intake) = (self.file.clone(), self.intake.clone());
+            let done = storage::run(move || sync_pending(&file, &intake));
+            self.job = Some(Job { done });
         }
     }
 
-    /// The one way audio leaves the intake: all of it goes with the file to a storage thread,
-    /// which writes it and, for a sync, rewrites the header and fdatasyncs.
-    fn start_job(&mut self, syncs: bool) {
-        // The file is here whenever no job runs; taken first, so no audio leaves the intake
-        // without it.
-        let Some(mut file) = self.file.take() else {
-            return;
-        };
-        let buffer = lock(&self.intake).take();
-        crate::metrics::bytes_received(buffer.len());
-        self.handed += buffer.len() as u64;
-        let done = storage::run(move || {
-            let result = if syncs {
-                crate::metrics::timed_sync(|| file.append_and_sync(&buffer.chunks))
-            } else {
-                let written = buffer.chunks.iter().try_for_each(|c| file.append(c));
-                written.map(|()| file.synced())
-            };
-            (file, result)
-        });
-        self.job = Some(Job { done, syncs });
-    }
-
-    fn on_job_done(
-        &mut self,
-        done: Result<JobDone, oneshot::error::RecvError>,
-        syncs: bool,
-    ) -> io::Result<()> {
-        let (file, result) = done.map_err(|_| io::Error::other("a storage job stopped"))?;
-        self.file = Some(file);
-        if syncs {
-            crate::metrics::bytes_acked(self.synced, *result.as_ref().unwrap_or(&self.synced));
-            self.synced = result?;
-            self.shared.synced.store(self.synced, Ordering::Release);
-            self.ack_synced();
-        } else {
-            result?;
-        }
-        if self.flush_targets.is_empty() {
-            self.start_write();
-        } else {
+    fn on_job_done(&mut self, done: Result<JobDone, oneshot::error::RecvError>) -> io::Result<()> {
+        let result = done.map_err(|_| io::Error::other("a storage job stopped"))?;
+        crate::metrics::bytes_acked(self.synced, *result.as_ref().unwrap_or(&self.synced));
+        self.synced = result?;
+        self.shared.synced.store(self.synced, Ordering::Release);
+        self.ack_synced();
+        if !self.flush_targets.is_empty() {
             self.start_sync();
         }
         Ok(())
@@ -645,8 +665,8 @@ impl Writer {
             return Ok(());
         }
         let done = wait_job(&mut self.job).await;
-        let syncs = self.job.take().is_some_and(|job| job.syncs);
-        self.on_job_done(done, syncs)
+        self.job = None;
+        self.on_job_done(done)
     }
 
     /// Waits for the running sync and syncs whatever is left: afterwards all written is synced.
@@ -673,17 +693,22 @@ impl Writer {
     }
 
     /// Storage failed: the socket hears 1011; unsynced audio is dropped (the client still holds
-    /// it, since it was never acked) and the file is left for the next writer's repair.
-    fn fail(&mut self, error: io::Error) {
+    /// it, since it was never acked) and the file is left for the next writer's repair, once no
+    /// batch job can write to it any more.
+    async fn fail(&mut self, error: io::Error) {
         tracing::error!(session = %self.setup.key.session, track = %self.setup.key.track, %error, "storage failed");
         self.close_current(Closing::new(
             CloseReason::StorageFailed,
             format!("the server could not store audio: {error}"),
         ));
-        let mut intake = lock(&self.intake);
-        intake.take();
-        intake.written = self.synced;
+        {
+            let mut intake = lock(&self.intake);
+            intake.take();
+            intake.written = self.synced;
+        }
         self.shared.written.store(self.synced, Ordering::Release);
+        let file = self.file.clone();
+        let _ = storage::run(move || drop(lock(&file).take())).await;
     }
 
     /// Records the attach in the background: the socket's `ready` does not wait for the database,

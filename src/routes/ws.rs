@@ -471,8 +471,9 @@ impl Socket {
     ) -> Option<Ending> {
         match self.writer.append(self.socket_id, frame) {
             Appended::Batch => {
-                // One message per batch, never per frame.
-                self.to_writer(session, outbound, SocketMsg::Batch).await
+                // One storage job per batch, never per frame; the writer is not woken.
+                self.writer.write_batch();
+                None
             }
             Appended::MustWait => {
                 // Backpressure: nothing more is read until the writer took this much.
