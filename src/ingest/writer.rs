@@ -1,8 +1,8 @@
 //! The track writer: one task per live track owns its file. The socket holding the track appends
 //! each frame to the track's [`Intake`] itself, with no message and no wake per frame. Each
-//! [`WRITE_BATCH`] that piles up the socket hands to a storage thread that writes it to the file
-//! (the page cache), so a track holds little audio in memory and the writer is not woken; at
-//! least every sync interval the writer hands the rest to a storage thread that writes it,
+//! [`WRITE_BATCH`] that piles up the socket hands to the storage write thread, which writes it to
+//! the file (the page cache), so a track holds little audio in memory and the writer is not
+//! woken; at least every sync interval the writer hands the rest to a sync thread that writes it,
 //! rewrites the header and fdatasyncs; only then does it ack. Every storage job takes the audio
 //! from the intake while it holds the file, so bytes reach the file in the order they came, and
 //! the header never runs ahead of the data.
@@ -41,7 +41,7 @@ pub type Retire = Box<dyn Fn(&dyn Fn() -> bool) -> bool + Send + Sync>;
 
 /// Audio that goes to the file (unsynced) as soon as it has piled up, so what a live track
 /// holds in memory does not grow with the sync interval or the format. A sixth of a second of
-/// 48 kHz mono s16; each batch costs a wake of a storage thread, so smaller ones cost CPU.
+/// 48 kHz mono s16; each batch costs a write call, so smaller ones cost CPU.
 pub const WRITE_BATCH: usize = 16 * 1024;
 
 /// Past this much buffered audio (a storage job is slow, or the client sends faster than real
@@ -300,8 +300,9 @@ impl WriterHandle {
         }
     }
 
-    /// After [`Appended::Batch`]: a storage thread writes the batch to the file, unsynced. Nobody
-    /// waits for it; a write that fails fails the next sync, so nothing after it is acked.
+    /// After [`Appended::Batch`]: the storage write thread writes the batch to the file, unsynced,
+    /// within 10 ms. Nobody waits for it; a write that fails fails the next sync, so nothing
+    /// after it is acked.
     pub fn write_batch(&self) {
         let (file, intake) = (self.file.clone(), self.intake.clone());
         storage::write(move || write_pending(&file, &intake));
