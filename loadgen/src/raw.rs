@@ -14,9 +14,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::recorder::{
-    build_frame, Gauges, Pacing, StreamOutcome, StreamPlan, Target, CLOSE_TIMEOUT,
+    build_frame, Gauges, InFlight, Pacing, StreamOutcome, StreamPlan, Target, CLOSE_TIMEOUT,
 };
-use crate::stats::micros_of;
 
 /// Bytes of one ack (and of `ready`).
 const ACK_BYTES: usize = 8;
@@ -47,7 +46,7 @@ pub async fn run(target: &Target, mut plan: StreamPlan, gauges: Arc<Gauges>) -> 
             connect: Some(started.elapsed()),
             ..StreamOutcome::default()
         },
-        in_flight: std::collections::VecDeque::new(),
+        in_flight: InFlight::new(),
         pending: [0; ACK_BYTES],
         pending_len: 0,
         counted: true,
@@ -100,7 +99,7 @@ struct RawStream {
     gauges: Arc<Gauges>,
     outcome: StreamOutcome,
     /// (audio offset after the frame, when it was sent), oldest first, until acked.
-    in_flight: std::collections::VecDeque<(u64, Instant)>,
+    in_flight: InFlight,
     /// A partly read ack.
     pending: [u8; ACK_BYTES],
     pending_len: usize,
@@ -197,19 +196,8 @@ impl RawStream {
 
     fn on_ack(&mut self, offset: u64) {
         let now = Instant::now();
-        while let Some(&(end, sent_at)) = self.in_flight.front() {
-            if end > offset {
-                break;
-            }
-            self.outcome.lags_us.push(micros_of(now - sent_at));
-            self.in_flight.pop_front();
-        }
-        if offset > self.outcome.last_ack {
-            self.gauges
-                .bytes_acked
-                .fetch_add(offset - self.outcome.last_ack, Ordering::Relaxed);
-            self.outcome.last_ack = offset;
-        }
+        self.outcome
+            .take_ack(offset, now, &mut self.in_flight, &self.gauges);
         if self.outcome.end_sent_at.is_some() && offset >= self.outcome.end_offset {
             self.outcome.final_ack_at = Some(now);
         }

@@ -116,6 +116,9 @@ pub struct Gauges {
     pub bytes_acked: AtomicU64,
 }
 
+/// Frames sent and not yet acked, oldest first: `(offset after the frame, when it was sent)`.
+pub type InFlight = VecDeque<(u64, Instant)>;
+
 /// What one recorder saw.
 #[derive(Debug, Default)]
 pub struct StreamOutcome {
@@ -150,6 +153,30 @@ pub struct StreamOutcome {
 }
 
 impl StreamOutcome {
+    /// Takes an ack of `offset` at `now`: the lag of every frame in `in_flight` it covers, and
+    /// the bytes it acks for the first time (counted in `gauges` too).
+    pub fn take_ack(
+        &mut self,
+        offset: u64,
+        now: Instant,
+        in_flight: &mut InFlight,
+        gauges: &Gauges,
+    ) {
+        while let Some(&(end, sent_at)) = in_flight.front() {
+            if end > offset {
+                break;
+            }
+            self.lags_us.push(micros_of(now - sent_at));
+            in_flight.pop_front();
+        }
+        if offset > self.last_ack {
+            gauges
+                .bytes_acked
+                .fetch_add(offset - self.last_ack, Ordering::Relaxed);
+            self.last_ack = offset;
+        }
+    }
+
     pub fn bytes_sent(&self) -> u64 {
         self.end_offset.saturating_sub(self.ready_offset)
     }
@@ -303,7 +330,7 @@ struct Recorder {
     closing: bool,
     frames_sent: u64,
     /// (offset after the frame, when it was sent), oldest first, until acked.
-    in_flight: VecDeque<(u64, Instant)>,
+    in_flight: InFlight,
     ack_timeout: Duration,
     /// A send blocked past this (the server stopped reading) gives up.
     hard_deadline: Instant,
@@ -504,18 +531,8 @@ impl Recorder {
 
     fn on_ack(&mut self, offset: u64) {
         let now = Instant::now();
-        while let Some(&(end, sent_at)) = self.in_flight.front() {
-            if end > offset {
-                break;
-            }
-            self.outcome.lags_us.push(micros_of(now - sent_at));
-            self.in_flight.pop_front();
-        }
-        if offset > self.outcome.last_ack {
-            let fresh = offset - self.outcome.last_ack;
-            self.gauges.bytes_acked.fetch_add(fresh, Ordering::Relaxed);
-            self.outcome.last_ack = offset;
-        }
+        self.outcome
+            .take_ack(offset, now, &mut self.in_flight, &self.gauges);
         if self.phase == Phase::Flushing && offset >= self.outcome.end_offset {
             self.outcome.final_ack_at = Some(now);
         }
