@@ -175,13 +175,7 @@ async fn sigkill_at_twenty_seeded_points_loses_nothing_acked() {
             }
         }
     }
-    let response = server
-        .http
-        .post(server.url(&format!("/api/session/{id}/finish")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    server.finish(&id).await;
     for track in &tracks {
         assert!(
             read_wav_data(&server.track_path(&id, track.name)) == track.source,

@@ -166,13 +166,7 @@ async fn a_full_disk_closes_1011_keeps_acked_audio_and_recording_resumes_with_sp
     disk.grow("16m");
     let (acked, code, messages) = stream_until_closed(&server, &id, &source).await;
     assert_eq!(acked, source.len() as u64, "{code:?} {messages:?}");
-    let finish = server
-        .http
-        .post(server.url(&format!("/api/session/{id}/finish")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(finish.status(), 200);
+    server.finish(&id).await;
     assert!(
         read_wav_data(&server.track_path(&id, "mic")) == source,
         "complete after space came back"

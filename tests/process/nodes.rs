@@ -52,16 +52,6 @@ async fn two_nodes() -> (tempfile::TempDir, Server, Server) {
     (dir, a, b)
 }
 
-async fn finish(server: &Server, id: &str) {
-    let response = server
-        .http
-        .post(server.url(&format!("/api/session/{id}/finish")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
 async fn track(server: &Server, id: &str, name: &str) -> Value {
     let session = server.json(&format!("/api/session/{id}")).await;
     session["tracks"]
@@ -96,7 +86,7 @@ async fn attaching_on_node_b_takes_the_track_over_from_node_a_without_losing_a_b
     assert_eq!(ready_b, acked, "B's ready.offset is A's last ack");
     send(&mut on_b, &audio, ready_b as usize, audio.len()).await;
     assert_eq!(on_b.flush(audio.len() as u64).await, audio.len() as u64);
-    finish(&b, &id).await;
+    b.finish(&id).await;
     assert_eq!(read_wav_data(&a.track_path(&id, "mic")), audio);
     let mic = track(&a, &id, "mic").await;
     assert_eq!(mic["dataBytes"], audio.len());
@@ -143,7 +133,7 @@ async fn a_node_killed_with_sigkill_lets_another_node_resume_within_five_seconds
     );
     send(&mut on_b, &audio, ready as usize, audio.len()).await;
     assert_eq!(on_b.flush(audio.len() as u64).await, audio.len() as u64);
-    finish(&b, &id).await;
+    b.finish(&id).await;
     assert_eq!(read_wav_data(&b.track_path(&id, "mic")), audio);
     let mic = track(&b, &id, "mic").await;
     let segments = mic["segments"].as_array().unwrap();
@@ -269,19 +259,7 @@ async fn the_database_going_away_and_back_under_twenty_streams_loses_nothing_ack
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.restore();
-    let deadline = Instant::now() + WAIT;
-    while server
-        .http
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(Instant::now() < deadline, "/healthz not back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.wait_healthy("the database came back").await;
     for socket in &mut sockets {
         send(socket, &audio, 40_000, audio.len()).await;
     }
@@ -289,7 +267,7 @@ async fn the_database_going_away_and_back_under_twenty_streams_loses_nothing_ack
         assert_eq!(socket.flush(audio.len() as u64).await, audio.len() as u64);
     }
     for id in &ids {
-        finish(&server, id).await;
+        server.finish(id).await;
         let session = server.json(&format!("/api/session/{id}")).await;
         assert_eq!(session["status"], "completed");
     }
@@ -326,7 +304,7 @@ async fn a_hung_node_loses_its_tracks_within_five_seconds() {
     assert_eq!(ready, acked, "the repaired file holds what A acked");
     send(&mut on_b, &audio, ready as usize, audio.len()).await;
     assert_eq!(on_b.flush(audio.len() as u64).await, audio.len() as u64);
-    finish(&b, &id).await;
+    b.finish(&id).await;
     assert_eq!(read_wav_data(&b.track_path(&id, "mic")), audio);
     // SAFETY: as above; the server is killed when dropped.
     unsafe { libc::kill(a.pid(), libc::SIGCONT) };
@@ -341,7 +319,7 @@ async fn finishing_on_node_b_closes_the_sockets_node_a_holds_with_1000() {
     let (mut on_a, _) = WsClient::open(&a.ws_url(&id, "track=mic")).await;
     send(&mut on_a, &audio, 0, audio.len()).await;
     assert_eq!(on_a.flush(audio.len() as u64).await, audio.len() as u64);
-    finish(&b, &id).await;
+    b.finish(&id).await;
     let closed = tokio::time::timeout(WAIT, on_a.expect_close())
         .await
         .expect("closed in time");
@@ -519,22 +497,7 @@ async fn a_postgres_restart_under_twenty_streams_loses_nothing_acked() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let deadline = Instant::now() + WAIT;
-    while server
-        .http
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .map(|response| response.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "/healthz not back after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.wait_healthy("the restart").await;
     for socket in &mut sockets {
         send(socket, &audio, 40_000, audio.len()).await;
     }
@@ -546,7 +509,7 @@ async fn a_postgres_restart_under_twenty_streams_loses_nothing_acked() {
             server.json(&format!("/api/session/{id}")).await["status"],
             "active"
         );
-        finish(&server, id).await;
+        server.finish(id).await;
         assert_eq!(
             server.json(&format!("/api/session/{id}")).await["status"],
             "completed"

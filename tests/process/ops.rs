@@ -273,13 +273,7 @@ async fn backup_while_recording_starts_a_server_with_the_same_sessions() {
             .await
             .close()
             .await;
-        let response = server
-            .http
-            .post(server.url(&format!("/api/session/{id}/finish")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        server.finish(&id).await;
         finished.push((id, mic, guest));
     }
     let live = server.create_session().await;

@@ -179,6 +179,30 @@ impl Server {
         response.json().await.unwrap()
     }
 
+    /// `POST /api/session/{id}/finish`, which must answer 200.
+    pub async fn finish(&self, id: &str) {
+        let response = self
+            .http
+            .post(self.url(&format!("/api/session/{id}/finish")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "finish {id}");
+    }
+
+    /// Waits (bounded) until `/healthz` answers 200 again, after an outage of `what`.
+    pub async fn wait_healthy(&self, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let health = self.http.get(self.url("/healthz")).send().await;
+            if health.map(|response| response.status().as_u16()).ok() == Some(200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "/healthz not back after {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn create_session(&self) -> String {
         let response = self
             .http

@@ -186,13 +186,7 @@ async fn start_up_repairs_unfinished_tracks_and_leaves_completed_ones_alone() {
     let mut server = Server::start(dir.path(), &[]).await;
     let finished = server.create_session().await;
     record(&server, &finished, "track=mic", &pcm(7, 4000)).await;
-    let response = server
-        .http
-        .post(server.url(&format!("/api/session/{finished}/finish")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    server.finish(&finished).await;
     let unfinished = server.create_session().await;
     record(&server, &unfinished, "track=mic", &pcm(8, 4000)).await;
     server.kill9();
