@@ -324,20 +324,15 @@ pub struct WriterSetup {
     pub sync_interval: Duration,
 }
 
-/// The offset the sync synced.
-type JobDone = io::Result<u64>;
-
-/// The track's one sync in flight.
-struct Job {
-    done: oneshot::Receiver<JobDone>,
-}
+/// The track's one sync in flight: the offset it synced, to come.
+type Syncing = oneshot::Receiver<io::Result<u64>>;
 
 struct Writer {
     setup: WriterSetup,
     shared: Arc<TrackShared>,
     intake: Arc<Mutex<Intake>>,
     file: FileSlot,
-    job: Option<Job>,
+    sync: Option<Syncing>,
     synced: u64,
     /// The socket holding the track; the intake's `owner` names the same one.
     current: Option<SocketLink>,
@@ -404,9 +399,9 @@ async fn run(
                 Some(control) => writer.on_control(control).await,
                 None => break,
             },
-            done = wait_job(&mut writer.job) => {
-                writer.job = None;
-                writer.on_job_done(done)
+            done = wait_sync(&mut writer.sync) => {
+                writer.sync = None;
+                writer.on_synced(done)
             }
             msg = socket_rx.recv() => match msg {
                 Some(msg) => writer.on_socket(msg).await,
@@ -427,10 +422,8 @@ async fn run(
             break;
         }
     }
-    // Idle: every byte is synced, so no batch job has anything to write. The file closes on a
-    // storage thread, where a job may still hold it for a moment.
-    let file = writer.file.clone();
-    drop(storage::run(move || drop(lock(&file).take())));
+    // Idle: every byte is synced, so no batch job has anything to write; nobody waits.
+    drop(writer.close_file());
     writer.shared.connected.store(false, Ordering::Release);
     tracing::debug!(session = %key.session, track = %key.track, "writer stopped");
 }
@@ -443,9 +436,11 @@ fn first_tick(key: &TrackKey, interval: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + interval.mul_f64(phase as f64 / 1024.0)
 }
 
-async fn wait_job(job: &mut Option<Job>) -> Result<JobDone, oneshot::error::RecvError> {
-    match job {
-        Some(job) => (&mut job.done).await,
+async fn wait_sync(
+    sync: &mut Option<Syncing>,
+) -> Result<io::Result<u64>, oneshot::error::RecvError> {
+    match sync {
+        Some(sync) => sync.await,
         None => std::future::pending().await,
     }
 }
@@ -492,7 +487,7 @@ impl Writer {
             shared,
             intake,
             file: slot,
-            job: None,
+            sync: None,
             synced,
             current: None,
             flush_targets: VecDeque::new(),
@@ -501,7 +496,7 @@ impl Writer {
     }
 
     fn is_idle(&self) -> bool {
-        self.current.is_none() && self.job.is_none() && lock(&self.intake).written == self.synced
+        self.current.is_none() && self.sync.is_none() && lock(&self.intake).written == self.synced
     }
 
     /// Names the socket whose frames the intake takes (none: it takes nothing).
@@ -578,7 +573,7 @@ impl Writer {
         match msg {
             SocketMsg::Full { socket, reply } if self.is_current(socket) => {
                 // Never more than one sync's worth waits while another runs.
-                self.finish_job().await?;
+                self.finish_sync().await?;
                 self.start_sync();
                 let _ = reply.send(());
             }
@@ -625,14 +620,17 @@ impl Writer {
     /// Hands what the intake holds to a storage thread that writes it, rewrites the header and
     /// fdatasyncs, unless a sync runs or nothing is unsynced.
     fn start_sync(&mut self) {
-        if self.job.is_none() && lock(&self.intake).written > self.synced {
+        if self.sync.is_none() && lock(&self.intake).written > self.synced {
             let (file, intake) = (self.file.clone(), self.intake.clone());
             let done = storage::run(move || sync_pending(&file, &intake));
-            self.job = Some(Job { done });
+            self.sync = Some(done);
         }
     }
 
-    fn on_job_done(&mut self, done: Result<JobDone, oneshot::error::RecvError>) -> io::Result<()> {
+    fn on_synced(
+        &mut self,
+        done: Result<io::Result<u64>, oneshot::error::RecvError>,
+    ) -> io::Result<()> {
         let result = done.map_err(|_| io::Error::other("a storage job stopped"))?;
         crate::metrics::bytes_acked(self.synced, *result.as_ref().unwrap_or(&self.synced));
         self.synced = result?;
@@ -660,22 +658,22 @@ impl Writer {
         }
     }
 
-    /// Waits for the running storage job, if any, and takes its result.
-    async fn finish_job(&mut self) -> io::Result<()> {
-        if self.job.is_none() {
+    /// Waits for the running sync, if any, and takes its result.
+    async fn finish_sync(&mut self) -> io::Result<()> {
+        if self.sync.is_none() {
             return Ok(());
         }
-        let done = wait_job(&mut self.job).await;
-        self.job = None;
-        self.on_job_done(done)
+        let done = wait_sync(&mut self.sync).await;
+        self.sync = None;
+        self.on_synced(done)
     }
 
     /// Waits for the running sync and syncs whatever is left: afterwards all written is synced.
     async fn drain(&mut self) -> io::Result<()> {
         loop {
-            self.finish_job().await?;
+            self.finish_sync().await?;
             self.start_sync();
-            if self.job.is_none() {
+            if self.sync.is_none() {
                 return Ok(());
             }
         }
@@ -708,8 +706,14 @@ impl Writer {
             intake.written = self.synced;
         }
         self.shared.written.store(self.synced, Ordering::Release);
+        let _ = self.close_file().await;
+    }
+
+    /// Closes the file on a sync thread, where a batch job may still hold it for a moment; once
+    /// the answer comes, no batch job writes to it any more.
+    fn close_file(&self) -> oneshot::Receiver<()> {
         let file = self.file.clone();
-        let _ = storage::run(move || drop(lock(&file).take())).await;
+        storage::run(move || drop(lock(&file).take()))
     }
 
     /// Records the attach in the background: the socket's `ready` does not wait for the database,
