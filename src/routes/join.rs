@@ -84,7 +84,9 @@ fn guest_page(session: &SessionRow, guest: &Guest, stored: Option<AudioFormat>) 
             p.muted { "You are invited to record" }
             h1 #session-title { (session.title) }
             p { "as " strong #guest-name { (guest.name) } " (track " code { (guest.track) } ")" }
-            p #guest-state .guest-state data-testid="guest-state" { "ready" }
+            // "ready" and an enabled Join are the script's to show: a click on the shell's
+            // button before `join.js` has taken over would do nothing.
+            p #guest-state .guest-state data-testid="guest-state" { "loading" }
             div.setup {
                 label {
                     "Microphone"
@@ -93,7 +95,7 @@ fn guest_page(session: &SessionRow, guest: &Guest, stored: Option<AudioFormat>) 
                 meter #level min="-60" max="0" value="-60" {}
             }
             div.controls {
-                button #join .primary type="button" data-testid="join" { "Join" }
+                button #join .primary type="button" data-testid="join" disabled { "Join" }
                 button #leave type="button" data-testid="leave" disabled { "Leave" }
             }
             (markup::recording_stats())
