@@ -9,7 +9,8 @@
 //!
 //! The hooks elsewhere are few: [`crate::ingest::Registry::attach`] calls [`Cluster::acquire`]
 //! before it starts a writer, start-up repairs only the tracks no other node holds, and a
-//! sweep, a finish and a delete tell the other nodes which sessions they closed.
+//! sweep, a finish and a delete tell the other nodes which sessions they closed, and a finish
+//! waits until those nodes have let go of the session's tracks.
 
 use std::collections::HashMap;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
@@ -34,6 +35,9 @@ const PUMP_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an attach waits for the node holding its track to let go (a hung holder's locks
 /// go after [`HUNG_NODE_TIMEOUT`]); then the socket is refused.
 const ACQUIRE_WAIT: Duration = Duration::from_secs(8);
+/// How long a finish waits for the other nodes to close their sockets of the session, sync,
+/// finalize and store its marks (a hung node's locks go after [`HUNG_NODE_TIMEOUT`]).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// A held track with no live writer for this long is unlocked (the next attach anywhere
 /// takes it without asking).
 const IDLE_UNLOCK: Duration = Duration::from_secs(2);
@@ -241,6 +245,40 @@ impl Cluster {
         }
     }
 
+    /// After [`Cluster::announce_closed`] for a finish: waits (bounded by [`CLOSE_WAIT`]) until
+    /// no other node holds any of these tracks. A node lets go of a closed session's tracks
+    /// once its sockets of it are closed, synced and finalized and their marks stored, so then
+    /// the finish can answer as the contract says. False if a node was still holding on.
+    pub async fn wait_closed_elsewhere(&self, session: &SessionId, tracks: &[TrackName]) -> bool {
+        let deadline = Instant::now() + CLOSE_WAIT;
+        for track in tracks {
+            let key = TrackKey {
+                session: session.clone(),
+                track: track.clone(),
+            };
+            loop {
+                match self.try_lock(&key).await {
+                    // Locks nest: taken and given back at once, whether or not this node
+                    // holds the track itself.
+                    Ok(true) => {
+                        self.send(Command::Unlock(lock_key(session.as_str(), track.as_str())));
+                        break;
+                    }
+                    Ok(false) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                    Ok(false) => return false,
+                    // The database is away: so are the other nodes' locks.
+                    Err(error) => {
+                        tracing::warn!(%error, "could not tell whether other nodes closed the session");
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// Tells every other node that the host stopped this session for everyone.
     pub fn announce_stop(&self, session: &SessionId) {
         self.send(Command::Notify(format!("stop\t{}\t{session}", self.node)));
@@ -257,7 +295,13 @@ impl Cluster {
     /// The node's side of the protocol, until the server stops: lets go of tracks other nodes
     /// ask for, closes sockets of sessions other nodes timed out, unlocks idle tracks, and
     /// locks the live tracks again after the lock connection came back.
-    pub async fn run(self: Arc<Self>, registry: Arc<Registry>) {
+    /// `store_marks` stores the marks a closed session's sockets here sent, before its tracks
+    /// are let go (the database is not this module's).
+    pub async fn run(
+        self: Arc<Self>,
+        registry: Arc<Registry>,
+        store_marks: impl Fn(SessionId) -> BoxFuture<'static, ()>,
+    ) {
         let Some(mut events) = self
             .events
             .lock()
@@ -275,7 +319,10 @@ impl Cluster {
                     }
                     Some(Event::Release { .. }) => {}
                     Some(Event::Closed(session, reason)) => {
+                        let heard = Instant::now();
                         registry.close_session(&session, reason).await;
+                        store_marks(session.clone()).await;
+                        self.let_go_of_session(&session, heard);
                     }
                     Some(Event::Stop(session)) => registry.tell_stop(&session),
                     Some(Event::Revoked(session, track, invite)) => {
@@ -300,6 +347,31 @@ impl Cluster {
             key.session.as_str(),
             key.track.as_str(),
         )));
+    }
+
+    /// Another node closed this session (`heard` then): its tracks here are closed and stored,
+    /// and let go at once (that node's finish waits for it). A track attached here again since
+    /// (a resume after a time-out) keeps its lock. (A closed writer may not have retired yet,
+    /// so whether it is live says nothing here.)
+    fn let_go_of_session(&self, session: &SessionId, heard: Instant) {
+        let keys: Vec<TrackKey> = {
+            let mut held = self.held();
+            let keys: Vec<TrackKey> = held
+                .iter()
+                .filter(|(key, entry)| &key.session == session && entry.touched <= heard)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in &keys {
+                held.remove(key);
+            }
+            keys
+        };
+        for key in keys {
+            self.send(Command::Unlock(lock_key(
+                key.session.as_str(),
+                key.track.as_str(),
+            )));
+        }
     }
 
     /// Tracks held without a live writer for a while are let go.

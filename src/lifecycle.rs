@@ -187,6 +187,23 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
     // Several nodes (src/cluster.rs): the others close this session's sockets they hold too.
     if let Some(cluster) = &state.cluster {
         cluster.announce_closed(std::slice::from_ref(id), CloseReason::Finished);
+        let key = id.clone();
+        let names = state
+            .db(move |conn| db::tracks::for_session(conn, &key))
+            .await
+            .map(|tracks| {
+                tracks
+                    .into_iter()
+                    .map(|track| track.name)
+                    .collect::<Vec<_>>()
+            });
+        let closed = match names {
+            Ok(names) => cluster.wait_closed_elsewhere(id, &names).await,
+            Err(_) => false,
+        };
+        if !closed {
+            tracing::warn!(session = %id, "finished, but other nodes may still be closing its tracks");
+        }
     }
     // Its sockets are closed: every mark they sent is stored before the finish answers.
     if let Err(error) = flush_marks(state, id).await {

@@ -16,7 +16,10 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::db::commit::Committer;
 use crate::db::{self, DbPool};
+use crate::domain::SessionId;
+use crate::ingest::registry::BoxFuture;
 use crate::ingest::Registry;
+use crate::lifecycle;
 use crate::routes;
 use crate::state::AppState;
 use crate::sweeper;
@@ -103,7 +106,20 @@ impl Application {
         let stop_sweeper = CancellationToken::new();
         tokio::spawn(sweeper::run(self.state.clone(), stop_sweeper.clone()));
         if let Some(cluster) = &self.state.cluster {
-            tokio::spawn(cluster.clone().run(self.state.registry.clone()));
+            let state = self.state.clone();
+            let store_marks = move |session: SessionId| -> BoxFuture<'static, ()> {
+                let state = state.clone();
+                Box::pin(async move {
+                    if let Err(error) = lifecycle::flush_marks(&state, &session).await {
+                        tracing::warn!(%session, %error, "marks not stored at close; the next sweep retries");
+                    }
+                })
+            };
+            tokio::spawn(
+                cluster
+                    .clone()
+                    .run(self.state.registry.clone(), store_marks),
+            );
         }
         if handle_signals {
             tokio::spawn(stop_on_signal(self.state.clone(), self.server.handle()));

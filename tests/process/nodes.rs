@@ -317,9 +317,27 @@ async fn finishing_on_node_b_closes_the_sockets_node_a_holds_with_1000() {
     let id = a.create_session().await;
     let audio = pcm(65, 40_000);
     let (mut on_a, _) = WsClient::open(&a.ws_url(&id, "track=mic")).await;
+    on_a.send_text(r#"{"type":"mark","offset":0,"capturedAt":1764600000000.5}"#)
+        .await;
     send(&mut on_a, &audio, 0, audio.len()).await;
     assert_eq!(on_a.flush(audio.len() as u64).await, audio.len() as u64);
     b.finish(&id).await;
+    // The contract's finish has synced, finalized and stored everything once it answers, on
+    // whichever node holds the socket: node A's track and mark, read at once through node B.
+    let mic = track(&b, &id, "mic").await;
+    assert_eq!(mic["dataBytes"], audio.len() as u64, "{mic}");
+    let marks = b.json(&format!("/api/session/{id}/tracks/mic/marks")).await;
+    assert_eq!(
+        marks["marks"],
+        serde_json::json!([{"offset": 0, "capturedAt": 1764600000000.5}]),
+        "node A's mark is stored before the finish on node B answers"
+    );
+    let wav = hound::WavReader::open(a.track_path(&id, "mic")).expect("a finalized WAV");
+    assert_eq!(
+        wav.len() as usize * 2,
+        audio.len(),
+        "the header says every byte"
+    );
     let closed = tokio::time::timeout(WAIT, on_a.expect_close())
         .await
         .expect("closed in time");
