@@ -261,7 +261,7 @@ impl Cluster {
                     // Locks nest: taken and given back at once, whether or not this node
                     // holds the track itself.
                     Ok(true) => {
-                        self.send(Command::Unlock(lock_key(session.as_str(), track.as_str())));
+                        self.unlock(&key);
                         break;
                     }
                     Ok(false) if Instant::now() < deadline => {
@@ -343,10 +343,7 @@ impl Cluster {
         }
         tracing::info!(session = %key.session, track = %key.track, "another node takes the track over");
         registry.close_track(&key, CloseReason::Replaced).await;
-        self.send(Command::Unlock(lock_key(
-            key.session.as_str(),
-            key.track.as_str(),
-        )));
+        self.unlock(&key);
     }
 
     /// Another node closed this session (`heard` then): its tracks here are closed and stored,
@@ -354,11 +351,26 @@ impl Cluster {
     /// (a resume after a time-out) keeps its lock. (A closed writer may not have retired yet,
     /// so whether it is live says nothing here.)
     fn let_go_of_session(&self, session: &SessionId, heard: Instant) {
+        self.let_go_where(|key, held| &key.session == session && held.touched <= heard);
+    }
+
+    /// Tracks held without a live writer for a while are let go.
+    fn unlock_idle(&self, registry: &Registry) {
+        self.let_go_where(|key, held| {
+            held.touched.elapsed() >= IDLE_UNLOCK
+                && registry
+                    .live_track(&key.session, key.track.as_str())
+                    .is_none()
+        });
+    }
+
+    /// Forgets and unlocks every held track that `let_go` picks.
+    fn let_go_where(&self, let_go: impl Fn(&TrackKey, &Held) -> bool) {
         let keys: Vec<TrackKey> = {
             let mut held = self.held();
             let keys: Vec<TrackKey> = held
                 .iter()
-                .filter(|(key, entry)| &key.session == session && entry.touched <= heard)
+                .filter(|(key, entry)| let_go(key, entry))
                 .map(|(key, _)| key.clone())
                 .collect();
             for key in &keys {
@@ -366,39 +378,16 @@ impl Cluster {
             }
             keys
         };
-        for key in keys {
-            self.send(Command::Unlock(lock_key(
-                key.session.as_str(),
-                key.track.as_str(),
-            )));
+        for key in &keys {
+            self.unlock(key);
         }
     }
 
-    /// Tracks held without a live writer for a while are let go.
-    fn unlock_idle(&self, registry: &Registry) {
-        let idle: Vec<TrackKey> = {
-            let mut held = self.held();
-            let idle: Vec<TrackKey> = held
-                .iter()
-                .filter(|(key, entry)| {
-                    entry.touched.elapsed() >= IDLE_UNLOCK
-                        && registry
-                            .live_track(&key.session, key.track.as_str())
-                            .is_none()
-                })
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in &idle {
-                held.remove(key);
-            }
-            idle
-        };
-        for key in idle {
-            self.send(Command::Unlock(lock_key(
-                key.session.as_str(),
-                key.track.as_str(),
-            )));
-        }
+    fn unlock(&self, key: &TrackKey) {
+        self.send(Command::Unlock(lock_key(
+            key.session.as_str(),
+            key.track.as_str(),
+        )));
     }
 
     /// After the lock connection came back: every track still live here is locked again; one
