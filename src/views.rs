@@ -2,7 +2,6 @@
 
 use chrono::NaiveDateTime;
 use serde::Serialize;
-use std::sync::atomic::Ordering;
 
 use crate::audio::{wav, TrackStore};
 use crate::db::models::{InviteRow, SegmentRow, SessionRow, TrackRow};
@@ -102,7 +101,9 @@ pub fn track_view(
     guest: Guest,
 ) -> TrackView {
     let format = row.format;
-    let data_bytes = live.map_or(row.data_bytes, |live| live.written.load(Ordering::Acquire));
+    let data_bytes = live
+        .and_then(TrackShared::written)
+        .unwrap_or(row.data_bytes);
     let size_bytes = size_on_disk.unwrap_or_else(|| wav::header_len(format) + data_bytes);
     TrackView {
         name: row.name.to_string(),
@@ -113,7 +114,7 @@ pub fn track_view(
         channels: format.channels,
         format: format.sample.to_string(),
         duration_ms: format.duration_ms(data_bytes),
-        connected: live.is_some_and(|live| live.connected.load(Ordering::Acquire)),
+        connected: live.is_some_and(TrackShared::connected),
         segments: segments
             .iter()
             .filter(|segment| segment.track_name == row.name)

@@ -120,10 +120,34 @@ pub enum Control {
 #[derive(Debug, Default)]
 pub struct TrackShared {
     /// The offset the next frame must carry.
-    pub written: AtomicU64,
+    written: AtomicU64,
     /// Bytes on stable storage with a header to match.
-    pub synced: AtomicU64,
-    pub connected: AtomicBool,
+    synced: AtomicU64,
+    /// The writer has opened (and repaired) its file, so the two counts are the file's. Before,
+    /// they read 0 while the file may hold hours: a view or a download then goes by the stored
+    /// row and the file, as for a track without a writer.
+    opened: AtomicBool,
+    connected: AtomicBool,
+}
+
+impl TrackShared {
+    /// The offset the next frame must carry, once the file is open.
+    pub fn written(&self) -> Option<u64> {
+        self.is_open().then(|| self.written.load(Ordering::Acquire))
+    }
+
+    /// Bytes on stable storage with a header to match, once the file is open.
+    pub fn synced(&self) -> Option<u64> {
+        self.is_open().then(|| self.synced.load(Ordering::Acquire))
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    fn is_open(&self) -> bool {
+        self.opened.load(Ordering::Acquire)
+    }
 }
 
 /// The audio a track's socket handed over and no sync has taken yet. Only the socket the writer
@@ -475,6 +499,7 @@ impl Writer {
         let synced = file.synced();
         shared.written.store(synced, Ordering::Release);
         shared.synced.store(synced, Ordering::Release);
+        shared.opened.store(true, Ordering::Release);
         {
             let mut intake = lock(&intake);
             intake.written = synced;

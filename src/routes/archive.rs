@@ -84,7 +84,7 @@ async fn export(
             let live_synced = state
                 .registry
                 .live_track(&id, name.as_str())
-                .map(|live| live.synced.load(std::sync::atomic::Ordering::Acquire));
+                .and_then(|live| live.synced());
             let segments = track
                 .segments
                 .iter()

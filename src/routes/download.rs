@@ -2,7 +2,6 @@
 //! WAV (the store builds it: at least every acked byte, a header for exactly the data served),
 //! streamed in chunks; single byte ranges are honoured.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix_web::http::header;
@@ -45,7 +44,7 @@ async fn track_wav(
     let live_synced = state
         .registry
         .live_track(&id, track.as_str())
-        .map(|live| live.synced.load(Ordering::Acquire));
+        .and_then(|live| live.synced());
     let (store, session, name) = (state.store.clone(), id.clone(), track.clone());
     let snapshot = web::block(move || store.snapshot(&session, &name, live_synced))
         .await?

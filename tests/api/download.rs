@@ -157,3 +157,60 @@ async fn a_range_past_the_end_is_clamped_to_the_file() {
         );
     }
 }
+
+/// A socket that opens a stored track starts a writer, which opens (and repairs) the file
+/// before it knows the file's size. Meanwhile the session and a download go by what is stored,
+/// never by the writer's counts, which read 0 until then: a resume never shows an empty track.
+#[tokio::test]
+async fn a_track_being_opened_again_never_reads_as_empty() {
+    let app = spawn_app().await;
+    let id = app.create_session().await;
+    let (mut socket, _) = app.connect(&id, "track=mic").await;
+    for frame in 0..10u64 {
+        socket.send_frame(frame * 4800, &pcm(23, 4800)).await;
+    }
+    socket.flush(48_000).await;
+    socket.close().await;
+    let url = app.url(&format!("/api/session/{id}/tracks/mic.wav"));
+    for _ in 0..30 {
+        // The last socket's writer retires once idle; the next socket starts a new one.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watch = {
+            let (app_session, http, url, opened) = (
+                app.url(&format!("/api/session/{id}")),
+                app.http.clone(),
+                url.clone(),
+                opened.clone(),
+            );
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !opened.load(std::sync::atomic::Ordering::Acquire) {
+                    let session: serde_json::Value = http
+                        .get(&app_session)
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    seen.push(("dataBytes", session["tracks"][0]["dataBytes"].as_u64()));
+                    let wav = http.get(&url).send().await.unwrap().bytes().await.unwrap();
+                    seen.push(("download", Some(wav.len() as u64 - 44)));
+                }
+                seen
+            })
+        };
+        let (socket, ready) = app.connect(&id, "track=mic").await;
+        assert_eq!(ready["offset"], 48_000);
+        opened.store(true, std::sync::atomic::Ordering::Release);
+        for (what, bytes) in watch.await.unwrap() {
+            assert_eq!(
+                bytes,
+                Some(48_000),
+                "{what} while a socket opened the track"
+            );
+        }
+        socket.close().await;
+    }
+}
