@@ -33,6 +33,11 @@ export class ClockEstimator {
     return offsets[Math.floor(offsets.length / 2)];
   }
 
+  /** How many exchanges the estimate rests on (at most the last few). */
+  exchanges() {
+    return this.#samples.length;
+  }
+
   /** The round trip of the best exchange, for display and tests; null without one. */
   bestRoundTrip() {
     return this.#samples.length ? Math.min(...this.#samples.map((s) => s.roundTrip)) : null;

@@ -41,6 +41,14 @@ const CLOSE_REASONS = new Map([
 const chunkEnd = (chunk) => chunk.offset + chunk.pcm.byteLength;
 
 /**
+ * A mark waits for a round of clock exchanges: the first exchange comes back just as the page
+ * is busiest (capture starting, the held chunks going out), and an answer heard late skews that
+ * one estimate by half the delay (120 ms was seen), which every later mark would then disagree
+ * with. The shortest round trips of a whole round are right to a few milliseconds.
+ */
+const clockSettled = () => clock.exchanges() >= CLOCK_ROUND;
+
+/**
  * States: `idle` (no socket needed), `connecting`, `connected` (ready received), `retrying`
  * (waiting out a backoff), and the ends: `finished` (the session was finished), `full` (the
  * track holds 4 GiB: the owner goes on in a new track with what is left in `queue`) and
@@ -456,7 +464,7 @@ export class TrackUplink extends EventTarget {
   #onClock({ clientTime, serverTime }) {
     clock.add(clientTime, serverTime, clientNow());
     const pending = this.#pendingMark;
-    if (pending && clock.offset() !== null) {
+    if (pending && clockSettled()) {
       this.#pendingMark = null;
       this.#sendMark(pending);
     }
@@ -472,7 +480,7 @@ export class TrackUplink extends EventTarget {
     const due = this.#markDue || chunk.offset >= this.#lastMark + MARK_EVERY_SECONDS * this.byteRate;
     if (!due) return;
     this.#markDue = false;
-    if (clock.offset() === null) {
+    if (!clockSettled()) {
       this.#pendingMark ??= chunk;
       return;
     }
