@@ -1,6 +1,7 @@
 // One timeline: the recorder tells the server when its audio was captured. It runs `clock`
 // exchanges and sends `mark`s (the byte offset of a chunk and the server time of its capture,
-// from the audio clock): the marks keep the audio's pace, and the first byte's capture lies
+// from the audio clock): the marks keep the audio's pace (the first within 250 ms, the rest
+// within 25 ms of each other), and the first byte's capture lies
 // before the first segment's `startedAt` by at most the time from Start to connected (100 ms
 // allowed either way). Through an outage (the server away for ~3 s) the audio captured
 // meanwhile keeps its capture time: the reconnected socket's first mark is earlier than that
@@ -12,19 +13,18 @@ import { timedTake, waitConnected, writeTestTones } from '../lib/pages.mjs';
 
 const TOLERANCE_MS = 100;
 /**
- * Marks against each other: the audio clock read together with the page's clock. Marks after
- * the first agree within a few ms; the first (stamped as headless Chromium's fake microphone
- * starts) was seen up to ~50 ms off the rest on a loaded machine.
+ * Marks after the first against each other: the audio clock read together with the page's
+ * clock. They agree within a ms or two (seen: never more than 1 ms apart).
  */
-const STEADY_MS = TOLERANCE_MS;
+const STEADY_MS = 25;
 /**
- * Across an outage the server restarts beside the browser, and on this 2-core machine the audio
- * engine then loses time now and then: every mark after it sits 30-40 ms (once 120 ms) later
- * than the audio's pace says, all by the same amount. That is what was captured when, so the
- * marks are right to show it; what this bound still catches is a mark stamped when it was sent
- * (seconds off) or at the wrong place in a resent chunk.
+ * The first mark against the rest. Its chunk is stamped as the audio engine starts, from the
+ * first reading of the audio clock, and on this machine it sits early by the same amount for
+ * every later mark: 0-30 ms usually, 90, 101 and 121 ms seen under load (an outage's server
+ * restart beside two browsers on 2 cores). A known defect (see the README); what this bound
+ * still catches is a mark stamped when it was sent (seconds off) or misplaced in a resend.
  */
-const ACROSS_AN_OUTAGE_MS = 250;
+const FIRST_MARK_MS = 250;
 
 /** A recorder page whose sent `mark`s are noted per socket, in order: `[[mark, ...], ...]`. */
 async function recorderNotingMarks(browser, url) {
@@ -57,7 +57,7 @@ async function serverMarks(server, id) {
 }
 
 /** Checks the marks against the first segment; returns them and a line for the report. */
-async function checkMarks(server, id, sent, startup, steady = STEADY_MS) {
+async function checkMarks(server, id, sent, startup) {
   const session = await getSession(server, id);
   assert(session.status === 'completed', `the session is completed (${session.status})`);
   const mic = session.tracks.find((t) => t.name === 'mic');
@@ -75,7 +75,7 @@ async function checkMarks(server, id, sent, startup, steady = STEADY_MS) {
     assert(stored.every((m) => sentOffsets.has(m.offset)), 'the server stores the marks the page sent');
   }
   // The audio clock keeps time: between any two marks, as much time as audio (the sound card's
-  // own rate; a few ms of jitter from reading the clocks).
+  // own rate; a few ms of jitter from reading the clocks). The first mark is the odd one out.
   const [anchor] = marks;
   let worst = 0;
   const errors = [];
@@ -83,8 +83,13 @@ async function checkMarks(server, id, sent, startup, steady = STEADY_MS) {
     assert(mark.offset % 2 === 0, `a mark is block-aligned (${mark.offset})`);
     const error = mark.capturedAt - anchor.capturedAt - ((mark.offset - anchor.offset) / bytesPerSecond) * 1000;
     worst = Math.max(worst, Math.abs(error));
-    errors.push(error.toFixed(0));
-    assert(Math.abs(error) <= steady, `mark at ${mark.offset} sits ${error.toFixed(1)} ms off the first mark's timeline (${steady} ms allowed)`);
+    errors.push(error);
+    assert(Math.abs(error) <= FIRST_MARK_MS, `mark at ${mark.offset} sits ${error.toFixed(1)} ms off the first mark's timeline (${FIRST_MARK_MS} ms allowed)`);
+  }
+  assert(marks.length >= 3, `at least 3 marks, to compare two after the first (${marks.length})`);
+  for (let i = 2; i < marks.length; i += 1) {
+    const apart = errors[i] - errors[1];
+    assert(Math.abs(apart) <= STEADY_MS, `mark at ${marks[i].offset} sits ${apart.toFixed(1)} ms off the second mark's timeline (${STEADY_MS} ms allowed)`);
   }
   // And on the server's clock: the first byte was captured when Start was clicked, so before the
   // socket attached (the session is made and the socket opened meanwhile), by no more than that took.
@@ -96,7 +101,7 @@ async function checkMarks(server, id, sent, startup, steady = STEADY_MS) {
     lead >= -TOLERANCE_MS && lead <= startup + TOLERANCE_MS,
     `the first byte was captured ${lead.toFixed(1)} ms before the socket attached, within the ${startup.toFixed(0)} ms from Start to connected (±${TOLERANCE_MS} ms)`,
   );
-  const line = `${marks.length} marks ${source}, within ${worst.toFixed(1)} ms of the audio (${errors.join(' ')}); first byte ${lead.toFixed(0)} ms before the socket attached`;
+  const line = `${marks.length} marks ${source}, within ${worst.toFixed(1)} ms of the audio (${errors.map((e) => e.toFixed(0)).join(' ')}); first byte ${lead.toFixed(0)} ms before the socket attached`;
   return { mic, marks, line };
 }
 
@@ -112,7 +117,7 @@ export const recording = {
     let startup = 0;
     const take = await timedTake(page, () => {
       startup = performance.now() - clicked;
-      return sleep(6_000);
+      return sleep(11_500); // marks at 0, 5 and 10 s of audio
     });
     const { line } = await checkMarks(server, take.id, sockets, startup);
     assert(browser.pageErrors.length === 0, `no script error (${browser.pageErrors.join('; ')})`);
@@ -143,7 +148,7 @@ export const outage = {
       await waitConnected(page);
       await sleep(2_000);
     });
-    const { mic, line } = await checkMarks(server, take.id, sockets, startup, ACROSS_AN_OUTAGE_MS);
+    const { mic, line } = await checkMarks(server, take.id, sockets, startup);
     assert(mic.segments.length >= 2, `the reconnect made a segment (${mic.segments.length})`);
     const reconnected = sockets.slice(1).find((marks) => marks.length > 0);
     assert(reconnected, `a socket after the outage sent marks (${sockets.length} sockets)`);
