@@ -84,9 +84,7 @@ fn guest_page(session: &SessionRow, guest: &Guest, stored: Option<AudioFormat>) 
             p.muted { "You are invited to record" }
             h1 #session-title { (session.title) }
             p { "as " strong #guest-name { (guest.name) } " (track " code { (guest.track) } ")" }
-            // "ready" and an enabled Join are the script's to show: a click on the shell's
-            // button before `join.js` has taken over would do nothing.
-            p #guest-state .guest-state data-testid="guest-state" { "loading" }
+            p #guest-state .guest-state data-testid="guest-state" { "ready" }
             div.setup {
                 label {
                     "Microphone"
@@ -95,6 +93,8 @@ fn guest_page(session: &SessionRow, guest: &Guest, stored: Option<AudioFormat>) 
                 meter #level min="-60" max="0" value="-60" {}
             }
             div.controls {
+                // Enabled by the script's own button: a click on this one before `join.js` has
+                // replaced the shell would do nothing.
                 button #join .primary type="button" data-testid="join" disabled { "Join" }
                 button #leave type="button" data-testid="leave" disabled { "Leave" }
             }

@@ -434,7 +434,7 @@ async fn the_join_page_sets_a_cookie_that_opens_the_guests_track() {
     assert!(html.contains("data-track=\"sam\""));
     assert!(html.contains("data-sample-rate=\"48000\""));
     assert!(html.contains("/static/join.js"));
-    assert!(html.contains("data-testid=\"guest-state\">loading</p>"));
+    assert!(html.contains("data-testid=\"guest-state\">ready</p>"));
     assert!(
         html.contains(r#"data-testid="join" disabled>"#),
         "Join waits for the page script, which alone can record"
