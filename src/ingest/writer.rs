@@ -325,7 +325,7 @@ impl WriterHandle {
     }
 
     /// After [`Appended::Batch`]: the storage write thread writes the batch to the file, unsynced,
-    /// within 10 ms. Nobody waits for it; a write that fails fails the next sync, so nothing
+    /// at its next tick. Nobody waits for it; a write that fails fails the next sync, so nothing
     /// after it is acked.
     pub fn write_batch(&self) {
         let (file, intake) = (self.file.clone(), self.intake.clone());
@@ -423,10 +423,7 @@ async fn run(
                 Some(control) => writer.on_control(control).await,
                 None => break,
             },
-            done = wait_sync(&mut writer.sync) => {
-                writer.sync = None;
-                writer.on_synced(done)
-            }
+            done = wait_sync(&mut writer.sync) => writer.on_synced(done),
             msg = socket_rx.recv() => match msg {
                 Some(msg) => writer.on_socket(msg).await,
                 None => break,
@@ -652,10 +649,12 @@ impl Writer {
         }
     }
 
+    /// The sync in flight answered (`done`): it is over, and what it synced is acked.
     fn on_synced(
         &mut self,
         done: Result<io::Result<u64>, oneshot::error::RecvError>,
     ) -> io::Result<()> {
+        self.sync = None;
         let result = done.map_err(|_| io::Error::other("a storage job stopped"))?;
         crate::metrics::bytes_acked(self.synced, *result.as_ref().unwrap_or(&self.synced));
         self.synced = result?;
@@ -689,7 +688,6 @@ impl Writer {
             return Ok(());
         }
         let done = wait_sync(&mut self.sync).await;
-        self.sync = None;
         self.on_synced(done)
     }
 
