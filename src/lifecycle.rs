@@ -199,7 +199,10 @@ pub async fn finish(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiE
             });
         let closed = match names {
             Ok(names) => cluster.wait_closed_elsewhere(id, &names).await,
-            Err(_) => false,
+            Err(error) => {
+                tracing::warn!(session = %id, %error, "its tracks could not be listed");
+                false
+            }
         };
         if !closed {
             tracing::warn!(session = %id, "finished, but other nodes may still be closing its tracks");
