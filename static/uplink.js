@@ -42,9 +42,10 @@ const chunkEnd = (chunk) => chunk.offset + chunk.pcm.byteLength;
 
 /**
  * A mark waits for a round of clock exchanges: the first exchange comes back just as the page
- * is busiest (capture starting, the held chunks going out), and an answer heard late skews that
- * one estimate by half the delay (120 ms was seen), which every later mark would then disagree
- * with. The shortest round trips of a whole round are right to a few milliseconds.
+ * is busiest (capture starting, the held chunks going out), and an answer heard late skews a
+ * lone estimate by half the delay, which every later mark would then disagree with. The
+ * shortest round trips of a whole round are right to a few milliseconds. (The first mark's
+ * known offset against the later ones is the audio clock's, not this: see the README.)
  */
 const clockSettled = () => clock.exchanges() >= CLOCK_ROUND;
 
