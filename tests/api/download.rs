@@ -1,5 +1,9 @@
 //! `GET /api/session/{id}/tracks/{name}.wav`: playable snapshots and single ranges.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::helpers::{assert_error, pcm, spawn_app, spawn_app_with};
 
 #[tokio::test]
@@ -69,8 +73,7 @@ async fn single_ranges_are_served_and_impossible_ones_get_416() {
 #[tokio::test]
 async fn a_growing_track_downloads_as_a_consistent_snapshot() {
     // With a long sync interval the writer holds unsynced bytes: the snapshot shows the acked ones.
-    let app =
-        spawn_app_with(|config| config.sync_interval = std::time::Duration::from_secs(60)).await;
+    let app = spawn_app_with(|config| config.sync_interval = Duration::from_secs(60)).await;
     let id = app.create_session().await;
     let (mut socket, _) = app.connect(&id, "track=mic").await;
     socket.send_frame(0, &pcm(22, 600)).await;
@@ -174,8 +177,8 @@ async fn a_track_being_opened_again_never_reads_as_empty() {
     let url = app.url(&format!("/api/session/{id}/tracks/mic.wav"));
     for _ in 0..30 {
         // The last socket's writer retires once idle; the next socket starts a new one.
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let opened = Arc::new(AtomicBool::new(false));
         let watch = {
             let (app_session, http, url, opened) = (
                 app.url(&format!("/api/session/{id}")),
@@ -185,7 +188,7 @@ async fn a_track_being_opened_again_never_reads_as_empty() {
             );
             tokio::spawn(async move {
                 let mut seen = Vec::new();
-                while !opened.load(std::sync::atomic::Ordering::Acquire) {
+                while !opened.load(Ordering::Acquire) {
                     let session: serde_json::Value = http
                         .get(&app_session)
                         .send()
@@ -203,7 +206,7 @@ async fn a_track_being_opened_again_never_reads_as_empty() {
         };
         let (socket, ready) = app.connect(&id, "track=mic").await;
         assert_eq!(ready["offset"], 48_000);
-        opened.store(true, std::sync::atomic::Ordering::Release);
+        opened.store(true, Ordering::Release);
         for (what, bytes) in watch.await.unwrap() {
             assert_eq!(
                 bytes,
